@@ -1,0 +1,304 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""_core — the one door between Python and the C recurrences in src_c/.
+
+Design (as sklearn/_loss): the C functions are pure, nogil and take explicit sizes and
+an explicit thread count; this module only
+  * checks every buffer it hands over (dtype, C order, writability, size), so the C core
+    can never read or write out of bounds whatever Python passes;
+  * passes scipy's Fortran sgemm/dgemm as function pointers (no other BLAS is linked)
+    and OpenBLAS' per-thread thread-count setter, found with ctypes;
+  * releases the GIL while C runs.
+Shapes and user-facing messages are checked earlier, in fastrnn/layers.py.
+"""
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+from libc.stdint cimport uintptr_t
+import ctypes
+import numpy as np
+
+cdef extern from "fastrnn.h" nogil:
+    ctypedef void (*fr_sgemm_t)(char *ta, char *tb, int *m, int *n, int *k, float *alpha,
+                                float *a, int *lda, float *b, int *ldb, float *beta,
+                                float *c, int *ldc)
+    ctypedef void (*fr_dgemm_t)(char *ta, char *tb, int *m, int *n, int *k, double *alpha,
+                                double *a, int *lda, double *b, int *ldb, double *beta,
+                                double *c, int *ldc)
+    ctypedef int (*fr_blas_threads_t)(int n)
+    ctypedef struct fr_dims:
+        int cell, batch, steps, input, hidden, reverse, n_threads, chunk, ld
+    int fr_gates(int cell)
+    int fr_store_width(int cell, int hidden)
+    size_t fr_forward_workspace(const fr_dims *d)
+    size_t fr_backward_workspace(const fr_dims *d)
+    int fr_forward_f32(const fr_dims *d, float *out, float *h_n, float *c_n,
+                       float *h_all, float *c_all, float *store,
+                       const float *x, const int *lengths, const float *h0, const float *c0,
+                       const float *w_ih, const float *w_hh, const float *b_ih,
+                       const float *b_hh, float *ws, fr_sgemm_t gemm,
+                       fr_blas_threads_t blas_threads)
+    int fr_forward_f64(const fr_dims *d, double *out, double *h_n, double *c_n,
+                       double *h_all, double *c_all, double *store,
+                       const double *x, const int *lengths, const double *h0,
+                       const double *c0, const double *w_ih, const double *w_hh,
+                       const double *b_ih, const double *b_hh, double *ws, fr_dgemm_t gemm,
+                       fr_blas_threads_t blas_threads)
+    int fr_backward_f32(const fr_dims *d, float *dx, float *dw_ih, float *dw_hh,
+                        float *db_ih, float *db_hh, float *dh0, float *dc0,
+                        const float *d_out, const float *d_h_n, const float *d_c_n,
+                        const float *h_all, const float *c_all, const float *store,
+                        const float *x, const int *lengths,
+                        const float *w_ih, const float *w_hh,
+                        int accumulate_dx, float *ws, fr_sgemm_t gemm,
+                        fr_blas_threads_t blas_threads)
+    int fr_backward_f64(const fr_dims *d, double *dx, double *dw_ih, double *dw_hh,
+                        double *db_ih, double *db_hh, double *dh0, double *dc0,
+                        const double *d_out, const double *d_h_n, const double *d_c_n,
+                        const double *h_all, const double *c_all, const double *store,
+                        const double *x, const int *lengths,
+                        const double *w_ih, const double *w_hh,
+                        int accumulate_dx, double *ws, fr_dgemm_t gemm,
+                        fr_blas_threads_t blas_threads)
+    int fr_openmp_enabled()
+    int fr_max_threads()
+
+CELLS = {'lstm': 0, 'gru': 1, 'rnn_tanh': 2, 'rnn_relu': 3}
+
+# ---------------------------------------------------------------- BLAS thread control
+
+cdef fr_blas_threads_t _blas_threads = NULL
+BLAS_THREADS_SYMBOL = None
+
+
+def _find_blas_threads_setter():
+    """OpenBLAS' openblas_set_num_threads_local (per calling thread), from the library
+    scipy.linalg.cython_blas is linked against; None when scipy's BLAS has none."""
+    import scipy.linalg.cython_blas as cb
+    try:
+        lib = ctypes.CDLL(cb.__file__)
+    except OSError:
+        return None, None
+    for name in ('scipy_openblas_set_num_threads_local', 'openblas_set_num_threads_local',
+                 'scipy_openblas_set_num_threads_local64_',
+                 'openblas_set_num_threads_local64_'):
+        try:
+            fn = getattr(lib, name)
+        except AttributeError:
+            continue
+        return name, ctypes.cast(fn, ctypes.c_void_p).value
+    return None, None
+
+
+def _init_blas_threads():
+    global _blas_threads, BLAS_THREADS_SYMBOL
+    name, addr = _find_blas_threads_setter()
+    if addr:
+        _blas_threads = <fr_blas_threads_t><uintptr_t>addr
+        BLAS_THREADS_SYMBOL = name
+
+_init_blas_threads()
+
+
+def openmp_enabled():
+    """True when the core was compiled with OpenMP."""
+    return bool(fr_openmp_enabled())
+
+
+def max_threads():
+    """OpenMP's default thread count (OMP_NUM_THREADS or the number of cores)."""
+    return fr_max_threads()
+
+# ---------------------------------------------------------------- buffer checks
+
+cdef int _itemsize_of(object dtype) except -1:
+    if dtype == np.float32:
+        return 4
+    if dtype == np.float64:
+        return 8
+    raise TypeError(f"fastrnn core: dtype must be float32 or float64, got {dtype}")
+
+
+cdef void* _ptr(object a, str name, object dtype, Py_ssize_t need, bint writable,
+                bint optional=False) except? NULL:
+    """Address of a C-contiguous array of `dtype` holding at least `need` elements."""
+    if a is None:
+        if optional:
+            return NULL
+        raise ValueError(f"fastrnn core: {name} is required")
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"fastrnn core: {name} must be a numpy array")
+    if a.dtype != dtype:
+        raise TypeError(f"fastrnn core: {name} has dtype {a.dtype}, expected {np.dtype(dtype)}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"fastrnn core: {name} must be C-contiguous")
+    if writable and not a.flags.writeable:
+        raise ValueError(f"fastrnn core: {name} must be writable")
+    if a.size < need:
+        raise ValueError(f"fastrnn core: {name} has {a.size} elements, needs {need}")
+    if a.size == 0:
+        return NULL
+    return <void*><uintptr_t>a.__array_interface__['data'][0]
+
+
+cdef fr_dims _dims(str cell, int batch, int steps, int input_size, int hidden, bint reverse,
+                   int n_threads, int chunk, int ld) except *:
+    cdef fr_dims d
+    if cell not in CELLS:
+        raise ValueError(f"fastrnn core: unknown cell {cell!r}")
+    if batch < 1 or steps < 1 or input_size < 1 or hidden < 1 or ld < hidden:
+        raise ValueError("fastrnn core: sizes must be positive")
+    if <long long>steps * batch * fr_gates(CELLS[cell]) * hidden >= 2 ** 31 - 1:
+        raise ValueError("fastrnn core: steps * batch * gates * hidden must stay below 2**31 "
+                         "(32-bit BLAS); split the batch")
+    d.cell = CELLS[cell]
+    d.batch = batch
+    d.steps = steps
+    d.input = input_size
+    d.hidden = hidden
+    d.reverse = 1 if reverse else 0
+    d.n_threads = max(1, n_threads)
+    d.chunk = chunk
+    d.ld = ld
+    return d
+
+
+def workspace_sizes(str cell, int batch, int steps, int input_size, int hidden, bint reverse,
+                    int n_threads, int chunk):
+    """(forward, backward) workspace sizes in elements."""
+    cdef fr_dims d = _dims(cell, batch, steps, input_size, hidden, reverse, n_threads, chunk,
+                           hidden)
+    return fr_forward_workspace(&d), fr_backward_workspace(&d)
+
+
+def store_width(str cell, int hidden):
+    return fr_store_width(CELLS[cell], hidden)
+
+# ---------------------------------------------------------------- calls
+
+
+def forward(str cell, bint reverse, int n_threads, int chunk,
+            out, Py_ssize_t col, h_n, c_n, h_all, c_all, store,
+            x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, ws):
+    """One layer-direction forward. out is (T, B, ld) and this direction writes columns
+    [col, col + H); training buffers h_all, c_all, store are None for inference."""
+    T, B, I = x.shape
+    H = h0.shape[1]
+    ld = out.shape[2]
+    dtype = x.dtype
+    _itemsize_of(dtype)
+    cdef fr_dims d = _dims(cell, B, T, I, H, reverse, n_threads, chunk, ld)
+    cdef bint lstm = d.cell == 0
+    cdef int G = fr_gates(d.cell), S = fr_store_width(d.cell, H)
+    cdef Py_ssize_t TB = <Py_ssize_t>T * B
+    if col < 0 or col + H > ld:
+        raise ValueError("fastrnn core: column offset out of range")
+    cdef char *po = <char*>_ptr(out, 'out', dtype, TB * ld, True)
+    po += col * (4 if dtype == np.float32 else 8)
+    cdef void *ph_n = _ptr(h_n, 'h_n', dtype, B * H, True)
+    cdef void *pc_n = _ptr(c_n, 'c_n', dtype, B * H, True, not lstm)
+    cdef bint training = h_all is not None
+    cdef void *ph_all = _ptr(h_all, 'h_all', dtype, (T + 1) * B * H, True, True)
+    cdef void *pc_all = _ptr(c_all, 'c_all', dtype, (T + 1) * B * H, True, not (lstm and training))
+    cdef void *pst = _ptr(store, 'store', dtype, TB * S, True, not (training and S > 0))
+    cdef void *px = _ptr(x, 'x', dtype, TB * I, False)
+    cdef int *plen = <int*>_ptr(lengths, 'lengths', np.int32, B, False)
+    cdef void *ph0 = _ptr(h0, 'h0', dtype, B * H, False)
+    cdef void *pc0 = _ptr(c0, 'c0', dtype, B * H, False, not lstm)
+    cdef void *pwi = _ptr(w_ih, 'w_ih', dtype, G * H * I, False)
+    cdef void *pwh = _ptr(w_hh, 'w_hh', dtype, G * H * H, False)
+    cdef void *pbi = _ptr(b_ih, 'b_ih', dtype, G * H, False)
+    cdef void *pbh = _ptr(b_hh, 'b_hh', dtype, G * H, False)
+    cdef size_t need = fr_forward_workspace(&d)
+    if need == 0:
+        raise MemoryError("fastrnn core: workspace size overflows")
+    cdef void *pws = _ptr(ws, 'ws', dtype, need, True)
+    if (lstm and (pc_n == NULL or pc0 == NULL)) or (training and S > 0 and pst == NULL):
+        raise ValueError("fastrnn core: missing LSTM cell-state or training buffers")
+    for name, arr in (('lengths', lengths),):
+        if arr.min() < 1 or arr.max() > T:
+            raise ValueError(f"fastrnn core: {name} must lie in [1, {T}]")
+    cdef int rc
+    if dtype == np.float32:
+        with nogil:
+            rc = fr_forward_f32(&d, <float*>po, <float*>ph_n, <float*>pc_n, <float*>ph_all,
+                                <float*>pc_all, <float*>pst, <const float*>px, plen,
+                                <const float*>ph0, <const float*>pc0, <const float*>pwi,
+                                <const float*>pwh, <const float*>pbi, <const float*>pbh,
+                                <float*>pws, <fr_sgemm_t>sgemm, _blas_threads)
+    else:
+        with nogil:
+            rc = fr_forward_f64(&d, <double*>po, <double*>ph_n, <double*>pc_n,
+                                <double*>ph_all, <double*>pc_all, <double*>pst,
+                                <const double*>px, plen, <const double*>ph0,
+                                <const double*>pc0, <const double*>pwi, <const double*>pwh,
+                                <const double*>pbi, <const double*>pbh, <double*>pws,
+                                <fr_dgemm_t>dgemm, _blas_threads)
+    if rc != 0:
+        raise ValueError("fastrnn core: invalid sizes or lengths")
+
+
+def backward(str cell, bint reverse, int n_threads, int chunk,
+             dx, bint accumulate_dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0,
+             d_out, Py_ssize_t col, d_h_n, d_c_n, h_all, c_all, store, x, lengths,
+             w_ih, w_hh, ws):
+    """One layer-direction backward; parameter gradients are ADDED to dw_*, db_*."""
+    T, B, I = x.shape
+    H = dh0.shape[1]
+    dtype = x.dtype
+    _itemsize_of(dtype)
+    ld = d_out.shape[2] if d_out is not None else H
+    cdef fr_dims d = _dims(cell, B, T, I, H, reverse, n_threads, chunk, ld)
+    cdef bint lstm = d.cell == 0
+    cdef int G = fr_gates(d.cell), S = fr_store_width(d.cell, H)
+    cdef Py_ssize_t TB = <Py_ssize_t>T * B
+    if d_out is not None and (col < 0 or col + H > ld):
+        raise ValueError("fastrnn core: column offset out of range")
+    cdef void *pdx = _ptr(dx, 'dx', dtype, TB * I, True)
+    cdef void *pdwi = _ptr(dw_ih, 'dw_ih', dtype, G * H * I, True)
+    cdef void *pdwh = _ptr(dw_hh, 'dw_hh', dtype, G * H * H, True)
+    cdef void *pdbi = _ptr(db_ih, 'db_ih', dtype, G * H, True)
+    cdef void *pdbh = _ptr(db_hh, 'db_hh', dtype, G * H, True)
+    cdef void *pdh0 = _ptr(dh0, 'dh0', dtype, B * H, True)
+    cdef void *pdc0 = _ptr(dc0, 'dc0', dtype, B * H, True, not lstm)
+    cdef char *pdo = <char*>_ptr(d_out, 'd_out', dtype, TB * ld, False, True)
+    if pdo != NULL:
+        pdo += col * (4 if dtype == np.float32 else 8)
+    cdef void *pdhn = _ptr(d_h_n, 'd_h_n', dtype, B * H, False, True)
+    cdef void *pdcn = _ptr(d_c_n, 'd_c_n', dtype, B * H, False, True)
+    cdef void *ph_all = _ptr(h_all, 'h_all', dtype, (T + 1) * B * H, False)
+    cdef void *pc_all = _ptr(c_all, 'c_all', dtype, (T + 1) * B * H, False, not lstm)
+    cdef void *pst = _ptr(store, 'store', dtype, TB * S, False, S == 0)
+    cdef void *px = _ptr(x, 'x', dtype, TB * I, False)
+    cdef int *plen = <int*>_ptr(lengths, 'lengths', np.int32, B, False)
+    cdef void *pwi = _ptr(w_ih, 'w_ih', dtype, G * H * I, False)
+    cdef void *pwh = _ptr(w_hh, 'w_hh', dtype, G * H * H, False)
+    cdef size_t need = fr_backward_workspace(&d)
+    if need == 0:
+        raise MemoryError("fastrnn core: workspace size overflows")
+    cdef void *pws = _ptr(ws, 'ws', dtype, need, True)
+    if lstm and (pdc0 == NULL or pc_all == NULL):
+        raise ValueError("fastrnn core: missing LSTM cell-state buffers")
+    if S > 0 and pst == NULL:
+        raise ValueError("fastrnn core: missing stored gates")
+    if lengths.min() < 1 or lengths.max() > T:
+        raise ValueError(f"fastrnn core: lengths must lie in [1, {T}]")
+    cdef int rc
+    cdef int acc = 1 if accumulate_dx else 0
+    if dtype == np.float32:
+        with nogil:
+            rc = fr_backward_f32(&d, <float*>pdx, <float*>pdwi, <float*>pdwh, <float*>pdbi,
+                                 <float*>pdbh, <float*>pdh0, <float*>pdc0,
+                                 <const float*>pdo, <const float*>pdhn, <const float*>pdcn,
+                                 <const float*>ph_all, <const float*>pc_all,
+                                 <const float*>pst, <const float*>px, plen,
+                                 <const float*>pwi, <const float*>pwh, acc, <float*>pws,
+                                 <fr_sgemm_t>sgemm, _blas_threads)
+    else:
+        with nogil:
+            rc = fr_backward_f64(&d, <double*>pdx, <double*>pdwi, <double*>pdwh,
+                                 <double*>pdbi, <double*>pdbh, <double*>pdh0, <double*>pdc0,
+                                 <const double*>pdo, <const double*>pdhn, <const double*>pdcn,
+                                 <const double*>ph_all, <const double*>pc_all,
+                                 <const double*>pst, <const double*>px, plen,
+                                 <const double*>pwi, <const double*>pwh, acc, <double*>pws,
+                                 <fr_dgemm_t>dgemm, _blas_threads)
+    if rc != 0:
+        raise ValueError("fastrnn core: invalid sizes or lengths")

@@ -1,0 +1,22 @@
+"""The thread count every fastrnn call uses (OpenMP threads over the batch, and BLAS
+threads for the large GEMMs outside the recurrence)."""
+from . import _core
+
+_num_threads = max(1, _core.max_threads())
+
+
+def set_num_threads(n):
+    """Use `n` threads in every following call. Default: what OpenMP would use
+    (OMP_NUM_THREADS, else the number of cores). Without OpenMP only 1 is possible."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
+        raise TypeError(f"n must be an integer, got {type(n).__name__}")
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    _num_threads = n if _core.openmp_enabled() else 1
+
+
+def get_num_threads():
+    """The thread count fastrnn calls use."""
+    return _num_threads

@@ -1,0 +1,383 @@
+"""Recurrent layers: LSTM, GRU and RNN with explicit forward/backward pairs (no autograd).
+
+Each layer stacks `num_layers` layers of one or two directions; every layer-direction
+is one call into the C core (fastrnn._core -> src_c/recurrence.c). This module owns
+the parameters (a dict of numpy arrays under PyTorch's names, shapes and gate order,
+so a PyTorch ``state_dict()`` converted to numpy loads as is), validates every input
+with a message naming the argument, converts batch-first input to the time-major
+layout of the core once per call, and applies dropout between layers.
+
+Semantics follow PyTorch's nn.LSTM / nn.GRU / nn.RNN with packed sequences:
+sample b runs steps 0..len_b-1, its outputs past len_b are 0, its final state is the
+state after step len_b-1, and the reverse direction starts at step len_b-1.
+"""
+import threading
+
+import numpy as np
+
+from . import _core
+from ._threads import get_num_threads
+
+__all__ = ["LSTM", "GRU", "RNN"]
+
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def _check_positive_int(value, name, upper=None):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    if upper is not None and value > upper:
+        raise ValueError(f"{name} must be <= {upper}, got {value}")
+    return int(value)
+
+
+def _check_dtype(dtype):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as e:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from e
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _as_real_array(value, name, dtype):
+    """`value` as an array of `dtype`, refusing complex, object and string data."""
+    try:
+        arr = np.asarray(value)
+    except Exception as e:  # ragged nested lists and the like
+        raise ValueError(f"{name} could not be converted to an array: {e}") from e
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return np.asarray(arr, dtype=dtype)
+
+
+def _check_finite(arr, name):
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+
+
+def _chunk_size(batch):
+    """Samples per work item of the core. Depends on the batch only (never on the thread
+    count) so results are identical for any number of threads."""
+    return 16 if batch >= 32 else max(1, (batch + 1) // 2)
+
+
+class _Workspace(threading.local):
+    """Per-thread scratch buffers reused across calls (no allocation per call once warm),
+    one per Python thread so concurrent forward calls never share scratch."""
+
+    def __init__(self):
+        self.buffers = {}
+
+    def get(self, key, size, dtype):
+        buf = self.buffers.get((key, dtype))
+        if buf is None or buf.size < size:
+            buf = np.empty(max(int(size), 1), dtype=dtype)
+            self.buffers[(key, dtype)] = buf
+        return buf
+
+
+class _Recurrent:
+    """Shared machinery of LSTM, GRU and RNN; subclasses set `_cell`."""
+
+    _cell = None
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False,
+                 dropout=0.0, dtype=np.float32, random_state=None):
+        self.input_size = _check_positive_int(input_size, "input_size", 1 << 24)
+        self.hidden_size = _check_positive_int(hidden_size, "hidden_size", 1 << 16)
+        self.num_layers = _check_positive_int(num_layers, "num_layers", 1 << 10)
+        if not isinstance(bidirectional, (bool, np.bool_)):
+            raise TypeError(f"bidirectional must be a bool, got {type(bidirectional).__name__}")
+        self.bidirectional = bool(bidirectional)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)):
+            raise TypeError(f"dropout must be a float, got {type(dropout).__name__}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        self.dropout = float(dropout)
+        self.dtype = _check_dtype(dtype)
+        self.rng = np.random.default_rng(random_state)
+        self.params = self._init_params()
+        self.last_dropout_masks_ = []
+        self._cache = None
+        self._ws = _Workspace()
+
+    # ------------------------------------------------------------ parameters
+    @property
+    def num_directions(self):
+        return 2 if self.bidirectional else 1
+
+    @property
+    def _core_cell(self):
+        return self._cell
+
+    @property
+    def _gate_count(self):
+        return _GATES[self._cell.split("_")[0]]
+
+    def _layer_input_size(self, k):
+        return self.input_size if k == 0 else self.hidden_size * self.num_directions
+
+    def _suffix(self, k, direction):
+        return f"_l{k}" + ("_reverse" if direction == 1 else "")
+
+    def param_shapes(self):
+        """{name: shape} of every parameter, in PyTorch's order."""
+        GH, H = self._gate_count * self.hidden_size, self.hidden_size
+        shapes = {}
+        for k in range(self.num_layers):
+            for d in range(self.num_directions):
+                s = self._suffix(k, d)
+                shapes["weight_ih" + s] = (GH, self._layer_input_size(k))
+                shapes["weight_hh" + s] = (GH, H)
+                shapes["bias_ih" + s] = (GH,)
+                shapes["bias_hh" + s] = (GH,)
+        return shapes
+
+    def _init_params(self):
+        # PyTorch's default: every parameter ~ U(-1/sqrt(H), 1/sqrt(H))
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        return {name: self.rng.uniform(-bound, bound, size=shape).astype(self.dtype)
+                for name, shape in self.param_shapes().items()}
+
+    def _checked_params(self):
+        """The parameters as C-contiguous arrays of the layer's dtype (no copy when they
+        already are), after checking names and shapes."""
+        if not isinstance(self.params, dict):
+            raise TypeError("params must be a dict of arrays")
+        out = {}
+        for name, shape in self.param_shapes().items():
+            if name not in self.params:
+                raise ValueError(f"params is missing {name!r}")
+            p = _as_real_array(self.params[name], f"params[{name!r}]", self.dtype)
+            if p.shape != shape:
+                raise ValueError(f"params[{name!r}] has shape {p.shape}, expected {shape}")
+            out[name] = np.ascontiguousarray(p)
+        return out
+
+    # ------------------------------------------------------------ input checks
+    def _check_X(self, X):
+        X = _as_real_array(X, "X", self.dtype)
+        if X.ndim != 3:
+            raise ValueError(f"X must be 3-D (batch, steps, input_size), got shape {X.shape}")
+        B, T, I = X.shape
+        if B < 1 or T < 1:
+            raise ValueError(f"X must have at least one sample and one step, got shape {X.shape}")
+        if I != self.input_size:
+            raise ValueError(f"X has {I} features per step, the layer expects "
+                             f"input_size={self.input_size}")
+        _check_finite(X, "X")
+        return X
+
+    @staticmethod
+    def _check_lengths(lengths, B, T):
+        if lengths is None:
+            return np.full(B, T, dtype=np.int32)
+        arr = np.asarray(lengths)
+        if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) \
+                and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
+        if arr.shape != (B,):
+            raise ValueError(f"lengths must have shape ({B},) (one per sample), got {arr.shape}")
+        if arr.min() < 1 or arr.max() > T:
+            raise ValueError(f"lengths must lie in [1, {T}] (the number of steps), got "
+                             f"min {arr.min()}, max {arr.max()}")
+        return np.ascontiguousarray(arr, dtype=np.int32)
+
+    def _check_state(self, value, name, B):
+        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
+        if value is None:
+            return np.zeros(shape, dtype=self.dtype)
+        arr = _as_real_array(value, name, self.dtype)
+        if arr.shape != shape:
+            raise ValueError(f"{name} must have shape {shape} "
+                             f"(num_layers * num_directions, batch, hidden_size), got {arr.shape}")
+        _check_finite(arr, name)
+        return np.ascontiguousarray(arr)
+
+    def _check_grad(self, value, name, shape):
+        arr = _as_real_array(value, name, self.dtype)
+        if arr.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+        _check_finite(arr, name)
+        return arr
+
+    # ------------------------------------------------------------ forward / backward
+    def forward(self, X, lengths=None, h0=None, c0=None, training=False):
+        """Run the layer. X: (batch, steps, input_size), batch first.
+
+        Returns ``out`` (batch, steps, num_directions * hidden_size) and the final state:
+        h_n (num_layers * num_directions, batch, hidden_size), or (h_n, c_n) for LSTM.
+        With ``training=True`` dropout is applied between layers and what `backward`
+        needs is kept; otherwise only the running state is (inference)."""
+        X = self._check_X(X)
+        B, T, _ = X.shape
+        lengths = self._check_lengths(lengths, B, T)
+        lstm = self._cell == "lstm"
+        h0 = self._check_state(h0, "h0", B)
+        if lstm:
+            c0 = self._check_state(c0, "c0", B)
+        elif c0 is not None:
+            raise ValueError(f"c0 is only for LSTM; {type(self).__name__} has no cell state")
+        params = self._checked_params()
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        nt, chunk = get_num_threads(), _chunk_size(B)
+        S = _core.store_width(self._core_cell, H)
+        h_n = np.empty((L * D, B, H), dtype=self.dtype)
+        c_n = np.empty((L * D, B, H), dtype=self.dtype) if lstm else None
+        inp = np.ascontiguousarray(X.transpose(1, 0, 2))      # (T, B, I) time-major
+        caches, masks = [], []
+        for k in range(L):
+            mask = None
+            if k > 0 and training and self.dropout > 0:
+                keep = self.rng.random(inp.shape) >= self.dropout
+                mask = keep.astype(self.dtype) / self.dtype.type(1.0 - self.dropout)
+                inp = inp * mask
+            masks.append(mask)
+            out = np.empty((T, B, D * H), dtype=self.dtype)
+            layer_cache = []
+            for d in range(D):
+                idx, s = k * D + d, self._suffix(k, d)
+                fwd_ws, _ = _core.workspace_sizes(self._core_cell, B, T, inp.shape[2], H,
+                                                  d == 1, nt, chunk)
+                ws = self._ws.get("forward", fwd_ws, self.dtype)
+                h_all = np.empty((T + 1, B, H), dtype=self.dtype) if training else None
+                c_all = np.empty((T + 1, B, H), dtype=self.dtype) if training and lstm else None
+                store = np.empty((T, B, S), dtype=self.dtype) if training and S else None
+                _core.forward(self._core_cell, d == 1, nt, chunk, out, d * H, h_n[idx],
+                              c_n[idx] if lstm else None, h_all, c_all, store, inp, lengths,
+                              h0[idx], c0[idx] if lstm else None, params["weight_ih" + s],
+                              params["weight_hh" + s], params["bias_ih" + s],
+                              params["bias_hh" + s], ws)
+                layer_cache.append((h_all, c_all, store))
+            caches.append((inp, layer_cache))
+            inp = out
+        if training:
+            self._cache = dict(caches=caches, masks=masks, lengths=lengths, params=params,
+                               B=B, T=T)
+            self.last_dropout_masks_ = [m.transpose(1, 0, 2) for m in masks if m is not None]
+        else:
+            self._cache = None
+        out = np.ascontiguousarray(inp.transpose(1, 0, 2))
+        return out, ((h_n, c_n) if lstm else h_n)
+
+    __call__ = forward
+
+    def backward(self, d_out, d_state=None):
+        """Gradients after ``forward(..., training=True)``.
+
+        d_out: dL/d(out), shaped like out; d_state: None, dL/dh_n, or (dL/dh_n, dL/dc_n)
+        for LSTM (either may be None). Returns dX (shaped like X) and a dict with the
+        gradient of every parameter plus 'h0' (and 'c0' for LSTM)."""
+        if self._cache is None:
+            raise ValueError("backward() needs a preceding forward(X, training=True)")
+        cache = self._cache
+        B, T, lengths, params = cache["B"], cache["T"], cache["lengths"], cache["params"]
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        lstm = self._cell == "lstm"
+        state_shape = (L * D, B, H)
+        d_out = self._check_grad(d_out, "d_out", (B, T, D * H))
+        d_h_n, d_c_n = self._split_d_state(d_state, state_shape)
+        nt, chunk = get_num_threads(), _chunk_size(B)
+        grads = {name: np.zeros(shape, dtype=self.dtype)
+                 for name, shape in self.param_shapes().items()}
+        dh0 = np.empty(state_shape, dtype=self.dtype)
+        dc0 = np.empty(state_shape, dtype=self.dtype) if lstm else None
+        d_inp = np.ascontiguousarray(d_out.transpose(1, 0, 2))
+        for k in reversed(range(L)):
+            inp, layer_cache = cache["caches"][k]
+            dx = np.empty(inp.shape, dtype=self.dtype)
+            for d in range(D):
+                idx, s = k * D + d, self._suffix(k, d)
+                h_all, c_all, store = layer_cache[d]
+                _, bwd_ws = _core.workspace_sizes(self._core_cell, B, T, inp.shape[2], H,
+                                                  d == 1, nt, chunk)
+                ws = self._ws.get("backward", bwd_ws, self.dtype)
+                _core.backward(self._core_cell, d == 1, nt, chunk, dx, d == 1,
+                               grads["weight_ih" + s], grads["weight_hh" + s],
+                               grads["bias_ih" + s], grads["bias_hh" + s], dh0[idx],
+                               dc0[idx] if lstm else None, d_inp, d * H,
+                               None if d_h_n is None else d_h_n[idx],
+                               None if d_c_n is None else d_c_n[idx],
+                               h_all, c_all, store, inp, lengths,
+                               params["weight_ih" + s], params["weight_hh" + s], ws)
+            if cache["masks"][k] is not None:
+                dx *= cache["masks"][k]
+            d_inp = dx
+        grads["h0"] = dh0
+        if lstm:
+            grads["c0"] = dc0
+        return np.ascontiguousarray(d_inp.transpose(1, 0, 2)), grads
+
+    def _split_d_state(self, d_state, shape):
+        if d_state is None:
+            return None, None
+        if self._cell == "lstm" and isinstance(d_state, (tuple, list)):
+            if len(d_state) != 2:
+                raise ValueError("d_state for LSTM must be d_h_n or a pair (d_h_n, d_c_n)")
+            dh, dc = d_state
+        else:
+            dh, dc = d_state, None
+        dh = None if dh is None else np.ascontiguousarray(
+            self._check_grad(dh, "d_state (d_h_n)", shape))
+        dc = None if dc is None else np.ascontiguousarray(
+            self._check_grad(dc, "d_state (d_c_n)", shape))
+        return dh, dc
+
+    # ------------------------------------------------------------ pickling
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_ws", None)
+        state["_cache"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._ws = _Workspace()
+
+    def __repr__(self):
+        extra = f", nonlinearity={self.nonlinearity!r}" if self._cell.startswith("rnn") else ""
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, "
+                f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, "
+                f"dropout={self.dropout}, dtype={self.dtype.name})")
+
+
+class LSTM(_Recurrent):
+    """Long short-term memory, PyTorch's nn.LSTM formulation (gate order i, f, g, o)::
+
+        i = sigmoid(W_ii x + b_ii + W_hi h + b_hi)   f = sigmoid(W_if x + b_if + W_hf h + b_hf)
+        g = tanh(W_ig x + b_ig + W_hg h + b_hg)      o = sigmoid(W_io x + b_io + W_ho h + b_ho)
+        c' = f * c + i * g                           h' = o * tanh(c')
+    """
+    _cell = "lstm"
+
+
+class GRU(_Recurrent):
+    """Gated recurrent unit, PyTorch's nn.GRU formulation (gate order r, z, n; the reset
+    gate multiplies the recurrent product, bias included)::
+
+        r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)   z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+        n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+        h' = (1 - z) * n + z * h
+    """
+    _cell = "gru"
+
+
+class RNN(_Recurrent):
+    """Elman RNN, PyTorch's nn.RNN: ``h' = act(W_ih x + b_ih + W_hh h + b_hh)`` with
+    act = tanh or relu (``nonlinearity``)."""
+
+    def __init__(self, input_size, hidden_size, nonlinearity="tanh", num_layers=1,
+                 bidirectional=False, dropout=0.0, dtype=np.float32, random_state=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        self._cell = "rnn_" + nonlinearity
+        super().__init__(input_size, hidden_size, num_layers=num_layers,
+                         bidirectional=bidirectional, dropout=dropout, dtype=dtype,
+                         random_state=random_state)

@@ -1,0 +1,52 @@
+/* lstm.c — the LSTM cell: one sample's step, forward and backward.
+
+   PyTorch's nn.LSTM, gate order i, f, g, o:
+     i = sigmoid(W_ii x + b_ii + W_hi h + b_hi)      f = sigmoid(... f rows ...)
+     g = tanh(W_ig x + b_ig + W_hg h + b_hg)         o = sigmoid(... o rows ...)
+     c' = f * c + i * g                              h' = o * tanh(c')
+   Stored for backward (S = 4H): the activated gates [i, f, g, o]; c lives in c_all.
+   The recurrence itself (GEMMs, chunks, threads, lengths) is recurrence.c. */
+#ifndef FR_TEMPLATE
+#define FR_TEMPLATE "lstm.c"
+#include "instantiate.h"
+#else
+
+void FR(lstm_step_forward)(int H, const real *xp, real *a, const real *b_ih,
+                           const real *b_hh, real *h, real *c, real *store)
+{
+    const int GH = 4 * H;
+    real *gt = store ? store : a;       /* gates activated where backward will read them */
+    for (int j = 0; j < GH; j++) gt[j] = xp[j] + a[j] + b_ih[j] + b_hh[j];
+    /* activate in place, then update the cell in a second pass: one fused loop ran at
+       scalar speed (see shared/STYLE.md) */
+    FR(vsigmoid)(gt, 2 * H);
+    FR(vtanh)(gt + 2 * H, H);
+    FR(vsigmoid)(gt + 3 * H, H);
+    const real *ig = gt, *fg = gt + H, *gg = gt + 2 * H, *og = gt + 3 * H;
+    for (int j = 0; j < H; j++) c[j] = fg[j] * c[j] + ig[j] * gg[j];
+    for (int j = 0; j < H; j++) h[j] = c[j];
+    FR(vtanh)(h, H);
+    for (int j = 0; j < H; j++) h[j] *= og[j];
+}
+
+void FR(lstm_step_backward)(int H, const real *store, const real *c_prev, const real *c_t,
+                            real *dh, real *dc, real *dgh, real *dgi)
+{
+    const real *ig = store, *fg = store + H, *gg = store + 2 * H, *og = store + 3 * H;
+    real *tc = dgh + 3 * H;             /* tanh(c_t), overwritten below by d(o) */
+    for (int j = 0; j < H; j++) tc[j] = c_t[j];
+    FR(vtanh)(tc, H);
+    for (int j = 0; j < H; j++) {
+        real t = tc[j], i = ig[j], f = fg[j], g = gg[j], o = og[j];
+        real dct = dc[j] + dh[j] * o * (1 - t * t);
+        dgh[j] = dct * g * i * (1 - i);
+        dgh[H + j] = dct * c_prev[j] * f * (1 - f);
+        dgh[2 * H + j] = dct * i * (1 - g * g);
+        dgh[3 * H + j] = dh[j] * t * o * (1 - o);
+        dc[j] = dct * f;
+        dh[j] = 0;                      /* all of dL/dh_{t-1} flows through W_hh */
+    }
+    if (dgi != dgh) memcpy(dgi, dgh, sizeof(real) * 4 * H);
+}
+
+#endif

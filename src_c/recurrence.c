@@ -1,0 +1,344 @@
+/* recurrence.c — drives one layer-direction of any cell over a batch, forward and backward.
+
+   The algorithm (as cuDNN / oneDNN do it, see shared/DESIGN.md):
+   forward   - the batch is cut into fixed-size chunks of samples; one OpenMP region per
+               call hands chunks to threads, each thread running its chunk through ALL steps
+               with single-threaded BLAS (samples are independent: no barrier per step);
+             - within a chunk the input projection W_ih x of a block of steps is ONE GEMM
+               (rows gathered in loop order, so the reverse direction reads step len_b-1-t
+               without a reversed copy of the data);
+             - only h_{t-1} W_hh^T stays inside the time loop, followed by the cell's
+               fused gate math (lstm.c, gru.c, rnn.c).
+   backward  - the same chunks walk time in reverse, producing the gate gradients dG and
+               dh_{t-1} = dG W_hh (+ the cell's direct path); dW_hh, dW_ih and dX are left
+               to three large GEMMs after the loop (BLAS threads allowed there).
+   Variable lengths: past its length a sample carries its state unchanged, writes zero
+   output and gets zero dG, so the big GEMMs need no special case.
+   Not here: layers, directions stacking, dropout, batch-first conversion (fastrnn/layers.py). */
+#ifndef FR_TEMPLATE
+#ifdef _OPENMP
+#include <omp.h>
+int fr_openmp_enabled(void) { return 1; }
+int fr_max_threads(void) { return omp_get_max_threads(); }
+#define FR_THREAD_NUM() omp_get_thread_num()
+#else
+int fr_openmp_enabled(void) { return 0; }
+int fr_max_threads(void) { return 1; }
+#define FR_THREAD_NUM() 0
+#endif
+
+#define FR_TEMPLATE "recurrence.c"
+#include "instantiate.h"
+
+#else /* template body */
+
+#if FR_IS_FLOAT
+/* Type-independent helpers: defined once, in the float pass. */
+#define FR_XBLOCK 32  /* steps whose input projection is one GEMM per chunk */
+#define FR_DEFAULT_CHUNK 16
+
+int fr_gates(int cell) { return cell == FR_LSTM ? 4 : cell == FR_GRU ? 3 : 1; }
+
+int fr_store_width(int cell, int hidden)
+{
+    return (cell == FR_LSTM || cell == FR_GRU) ? 4 * hidden : 0;
+}
+
+static int fr_chunk(const fr_dims *d) { return d->chunk > 0 ? d->chunk : FR_DEFAULT_CHUNK; }
+static int fr_nchunks(const fr_dims *d) { return (d->batch + fr_chunk(d) - 1) / fr_chunk(d); }
+static int fr_threads(const fr_dims *d)
+{
+    int nt = d->n_threads < 1 ? 1 : d->n_threads;
+    return nt < fr_nchunks(d) ? nt : fr_nchunks(d);
+}
+static int fr_xblock(const fr_dims *d) { return d->steps < FR_XBLOCK ? d->steps : FR_XBLOCK; }
+static int fr_separate_dgi(const fr_dims *d) { return d->cell == FR_GRU || d->reverse; }
+
+static int fr_dims_ok(const fr_dims *d)
+{
+    return d->cell >= FR_LSTM && d->cell <= FR_RNN_RELU && d->batch > 0 && d->steps > 0
+        && d->input > 0 && d->hidden > 0 && d->ld >= d->hidden && d->hidden <= (1 << 26);
+}
+
+static int fr_lengths_ok(const fr_dims *d, const int *lengths)
+{
+    for (int b = 0; b < d->batch; b++)
+        if (lengths[b] < 1 || lengths[b] > d->steps) return 0;
+    return 1;
+}
+
+/* a * b * c ... in size_t, 0 on overflow */
+static size_t fr_mul(size_t a, size_t b) { return (b && a > (size_t)-1 / b) ? 0 : a * b; }
+
+static size_t fr_forward_per_thread(const fr_dims *d)
+{
+    size_t c = (size_t)fr_chunk(d), K = (size_t)fr_xblock(d), H = (size_t)d->hidden;
+    size_t GH = (size_t)fr_gates(d->cell) * H;
+    return fr_mul(fr_mul(K, c), (size_t)d->input + GH) + c * GH + 2 * c * H;
+}
+
+size_t fr_forward_workspace(const fr_dims *d)
+{
+    if (!fr_dims_ok(d)) return 0;
+    return fr_mul(fr_forward_per_thread(d), (size_t)fr_threads(d));
+}
+
+static size_t fr_dg_size(const fr_dims *d)
+{
+    size_t GH = (size_t)fr_gates(d->cell) * d->hidden;
+    return fr_mul(fr_mul((size_t)d->steps, (size_t)d->batch), GH);
+}
+
+size_t fr_backward_workspace(const fr_dims *d)
+{
+    if (!fr_dims_ok(d)) return 0;
+    size_t GH = (size_t)fr_gates(d->cell) * d->hidden;
+    size_t dg = fr_dg_size(d);
+    if (!dg) return 0;
+    return dg * (fr_separate_dgi(d) ? 2 : 1) + (size_t)fr_nchunks(d) * 2 * GH
+         + (size_t)fr_threads(d) * 2 * fr_chunk(d) * d->hidden;
+}
+
+static int fr_time_index(const fr_dims *d, int t, int len) { return d->reverse ? len - 1 - t : t; }
+#endif /* FR_IS_FLOAT */
+
+/* Row-major C (m x n) = alpha op(A) op(B) + beta C through column-major BLAS:
+   compute C^T = op(B)^T op(A)^T, i.e. swap the operands (as sklearn's _cython_blas). */
+static void FR(gemm_rm)(gemm_t gemm, int ta, int tb, int m, int n, int k, real alpha,
+                        const real *A, int lda, const real *B, int ldb, real beta,
+                        real *C, int ldc)
+{
+    char cta = ta ? 'T' : 'N', ctb = tb ? 'T' : 'N';
+    gemm(&ctb, &cta, &n, &m, &k, &alpha, (real *)B, &ldb, (real *)A, &lda, &beta, C, &ldc);
+}
+
+static int FR(chunk_steps)(const int *lengths, int b0, int nb)
+{
+    int tc = 0;
+    for (int r = 0; r < nb; r++) tc = lengths[b0 + r] > tc ? lengths[b0 + r] : tc;
+    return tc;
+}
+
+/* Runs samples [j*c, j*c + nb) through all their steps. w: this thread's workspace. */
+static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real *h_n,
+                              real *c_n, real *h_all, real *c_all, real *store,
+                              const real *x, const int *lengths, const real *h0,
+                              const real *c0, const real *w_ih, const real *w_hh,
+                              const real *b_ih, const real *b_hh, gemm_t gemm)
+{
+    const int B = d->batch, T = d->steps, I = d->input, H = d->hidden, cell = d->cell;
+    const int c = fr_chunk(d), GH = fr_gates(cell) * H, S = fr_store_width(cell, H);
+    const int K = fr_xblock(d), b0 = j * c, nb = B - b0 < c ? B - b0 : c;
+    const int lstm = cell == FR_LSTM;
+    real *xg = w;                               /* (K*nb, I)  gathered inputs, loop order */
+    real *xp = xg + (size_t)K * c * I;          /* (K*nb, GH) their projections */
+    real *a = xp + (size_t)K * c * GH;          /* (nb, GH)   recurrent product */
+    real *h = a + (size_t)c * GH;               /* (nb, H)    running state */
+    real *cs = h + (size_t)c * H;               /* (nb, H)    running cell (LSTM) */
+    const int Tc = FR(chunk_steps)(lengths, b0, nb);
+
+    memcpy(h, h0 + (size_t)b0 * H, sizeof(real) * nb * H);
+    if (lstm) memcpy(cs, c0 + (size_t)b0 * H, sizeof(real) * nb * H);
+    if (h_all) memcpy(h_all + (size_t)b0 * H, h, sizeof(real) * nb * H);
+    if (c_all) memcpy(c_all + (size_t)b0 * H, cs, sizeof(real) * nb * H);
+
+    for (int t0 = 0; t0 < Tc; t0 += K) {
+        const int kb = Tc - t0 < K ? Tc - t0 : K;
+        for (int s = 0; s < kb; s++) {
+            for (int r = 0; r < nb; r++) {
+                const int b = b0 + r, len = lengths[b], t = t0 + s;
+                real *dst = xg + ((size_t)s * nb + r) * I;
+                if (t < len)
+                    memcpy(dst, x + ((size_t)fr_time_index(d, t, len) * B + b) * I,
+                           sizeof(real) * I);
+                else
+                    memset(dst, 0, sizeof(real) * I);
+            }
+        }
+        FR(gemm_rm)(gemm, 0, 1, kb * nb, GH, I, 1, xg, I, w_ih, I, 0, xp, GH);
+
+        for (int s = 0; s < kb; s++) {
+            const int t = t0 + s;
+            FR(gemm_rm)(gemm, 0, 1, nb, GH, H, 1, h, H, w_hh, H, 0, a, GH);
+            real *st = store ? store + ((size_t)t * B + b0) * S : NULL;
+            for (int r = 0; r < nb; r++) {
+                const int b = b0 + r, len = lengths[b];
+                if (t >= len) continue;         /* carried: state unchanged */
+                const real *xpr = xp + ((size_t)s * nb + r) * GH;
+                real *ar = a + (size_t)r * GH, *hr = h + (size_t)r * H;
+                real *str = st ? st + (size_t)r * S : NULL;
+                switch (cell) {
+                case FR_LSTM:
+                    FR(lstm_step_forward)(H, xpr, ar, b_ih, b_hh, hr, cs + (size_t)r * H, str);
+                    break;
+                case FR_GRU:
+                    FR(gru_step_forward)(H, xpr, ar, b_ih, b_hh, hr, str);
+                    break;
+                default:
+                    FR(rnn_step_forward)(H, cell == FR_RNN_RELU, xpr, ar, b_ih, b_hh, hr);
+                }
+                memcpy(out + ((size_t)fr_time_index(d, t, len) * B + b) * d->ld, hr,
+                       sizeof(real) * H);
+            }
+            if (h_all) memcpy(h_all + ((size_t)(t + 1) * B + b0) * H, h, sizeof(real) * nb * H);
+            if (c_all) memcpy(c_all + ((size_t)(t + 1) * B + b0) * H, cs, sizeof(real) * nb * H);
+        }
+    }
+    /* steps no sample of this chunk takes: state carried (kept finite for the dW_hh GEMM) */
+    for (int t = Tc; t < T; t++) {
+        if (h_all) memcpy(h_all + ((size_t)(t + 1) * B + b0) * H, h, sizeof(real) * nb * H);
+        if (c_all) memcpy(c_all + ((size_t)(t + 1) * B + b0) * H, cs, sizeof(real) * nb * H);
+    }
+    for (int r = 0; r < nb; r++) {
+        const int b = b0 + r;
+        for (int tt = lengths[b]; tt < T; tt++)
+            memset(out + ((size_t)tt * B + b) * d->ld, 0, sizeof(real) * H);
+    }
+    memcpy(h_n + (size_t)b0 * H, h, sizeof(real) * nb * H);
+    if (lstm) memcpy(c_n + (size_t)b0 * H, cs, sizeof(real) * nb * H);
+}
+
+int FR(fr_forward)(const fr_dims *d, real *out, real *h_n, real *c_n,
+                   real *h_all, real *c_all, real *store,
+                   const real *x, const int *lengths, const real *h0, const real *c0,
+                   const real *w_ih, const real *w_hh, const real *b_ih, const real *b_hh,
+                   real *ws, gemm_t gemm, fr_blas_threads_t blas_threads)
+{
+    if (!fr_dims_ok(d) || !fr_lengths_ok(d, lengths)) return FR_EBADDIMS;
+    const int nchunks = fr_nchunks(d), nt = fr_threads(d);
+    const size_t per = fr_forward_per_thread(d);
+    (void)nt;
+#pragma omp parallel num_threads(nt)
+    {
+        /* BLAS single-threaded inside the region: never OpenMP x BLAS threads */
+        int prev = blas_threads ? blas_threads(1) : 0;
+        real *w = ws + per * (size_t)FR_THREAD_NUM();
+#pragma omp for schedule(dynamic, 1)
+        for (int j = 0; j < nchunks; j++)
+            FR(forward_chunk)(d, j, w, out, h_n, c_n, h_all, c_all, store, x, lengths,
+                              h0, c0, w_ih, w_hh, b_ih, b_hh, gemm);
+        if (blas_threads) blas_threads(prev);
+    }
+    return FR_OK;
+}
+
+/* Walks samples [j*c, j*c + nb) back through time; writes their rows of dgh / dgi and
+   this chunk's partial bias gradients (summed in a fixed order: deterministic). */
+static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
+                               real *dgi_all, real *dbh, real *dbi, real *dh0, real *dc0,
+                               const real *d_out, const real *d_h_n, const real *d_c_n,
+                               const real *h_all, const real *c_all, const real *store,
+                               const int *lengths, const real *w_hh, gemm_t gemm)
+{
+    const int B = d->batch, T = d->steps, H = d->hidden, cell = d->cell;
+    const int c = fr_chunk(d), GH = fr_gates(cell) * H, S = fr_store_width(cell, H);
+    const int b0 = j * c, nb = B - b0 < c ? B - b0 : c, lstm = cell == FR_LSTM;
+    const int separate = fr_separate_dgi(d);
+    real *dh = w;                               /* (nb, H) dL/dh of the current step */
+    real *dc = w + (size_t)c * H;               /* (nb, H) dL/dc (LSTM) */
+    const int Tc = FR(chunk_steps)(lengths, b0, nb);
+
+    if (d_h_n) memcpy(dh, d_h_n + (size_t)b0 * H, sizeof(real) * nb * H);
+    else memset(dh, 0, sizeof(real) * nb * H);
+    if (lstm) {
+        if (d_c_n) memcpy(dc, d_c_n + (size_t)b0 * H, sizeof(real) * nb * H);
+        else memset(dc, 0, sizeof(real) * nb * H);
+    }
+    memset(dbh, 0, sizeof(real) * GH);
+    memset(dbi, 0, sizeof(real) * GH);
+    for (int t = T - 1; t >= Tc; t--)
+        memset(dgh_all + ((size_t)t * B + b0) * GH, 0, sizeof(real) * nb * GH);
+
+    for (int t = Tc - 1; t >= 0; t--) {
+        real *gh = dgh_all + ((size_t)t * B + b0) * GH;
+        for (int r = 0; r < nb; r++) {
+            const int b = b0 + r, len = lengths[b];
+            real *ghr = gh + (size_t)r * GH;
+            if (t >= len) {                     /* carried step: no gradient, dh passes */
+                memset(ghr, 0, sizeof(real) * GH);
+                continue;
+            }
+            const int tt = fr_time_index(d, t, len);
+            real *dhr = dh + (size_t)r * H;
+            if (d_out) {
+                const real *dor = d_out + ((size_t)tt * B + b) * d->ld;
+                for (int k = 0; k < H; k++) dhr[k] += dor[k];
+            }
+            real *gir = separate ? dgi_all + ((size_t)tt * B + b) * GH : ghr;
+            const size_t row = (size_t)t * B + b, next = (size_t)(t + 1) * B + b;
+            switch (cell) {
+            case FR_LSTM:
+                FR(lstm_step_backward)(H, store + row * S, c_all + row * H, c_all + next * H,
+                                       dhr, dc + (size_t)r * H, ghr, gir);
+                break;
+            case FR_GRU:
+                FR(gru_step_backward)(H, store + row * S, h_all + row * H, dhr, ghr, gir);
+                break;
+            default:
+                FR(rnn_step_backward)(H, cell == FR_RNN_RELU, h_all + next * H, dhr, ghr, gir);
+            }
+            for (int k = 0; k < GH; k++) dbh[k] += ghr[k];
+            if (separate)
+                for (int k = 0; k < GH; k++) dbi[k] += gir[k];
+        }
+        /* dh_{t-1} = direct part (left in dh by the cell) + dG W_hh; carried rows add 0 */
+        FR(gemm_rm)(gemm, 0, 0, nb, H, GH, 1, gh, GH, w_hh, H, 1, dh, H);
+    }
+    memcpy(dh0 + (size_t)b0 * H, dh, sizeof(real) * nb * H);
+    if (lstm) memcpy(dc0 + (size_t)b0 * H, dc, sizeof(real) * nb * H);
+    if (separate) {
+        for (int r = 0; r < nb; r++) {
+            const int b = b0 + r;
+            for (int tt = lengths[b]; tt < T; tt++)
+                memset(dgi_all + ((size_t)tt * B + b) * GH, 0, sizeof(real) * GH);
+        }
+    }
+}
+
+int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
+                    real *db_ih, real *db_hh, real *dh0, real *dc0,
+                    const real *d_out, const real *d_h_n, const real *d_c_n,
+                    const real *h_all, const real *c_all, const real *store,
+                    const real *x, const int *lengths,
+                    const real *w_ih, const real *w_hh,
+                    int accumulate_dx, real *ws, gemm_t gemm,
+                    fr_blas_threads_t blas_threads)
+{
+    if (!fr_dims_ok(d) || !fr_lengths_ok(d, lengths)) return FR_EBADDIMS;
+    const int B = d->batch, T = d->steps, I = d->input, H = d->hidden;
+    const int GH = fr_gates(d->cell) * H, nchunks = fr_nchunks(d), nt = fr_threads(d);
+    const int separate = fr_separate_dgi(d);
+    const size_t dg = fr_dg_size(d);
+    real *dgh = ws;                                  /* (T,B,GH) loop order */
+    real *dgi = separate ? dgh + dg : dgh;           /* (T,B,GH) time order */
+    real *dbias = dgh + dg * (separate ? 2 : 1);     /* (nchunks, 2, GH) partial sums */
+    real *wthreads = dbias + (size_t)nchunks * 2 * GH;
+    const size_t per = (size_t)2 * fr_chunk(d) * H;
+    (void)nt;
+#pragma omp parallel num_threads(nt)
+    {
+        int prev = blas_threads ? blas_threads(1) : 0;
+        real *w = wthreads + per * (size_t)FR_THREAD_NUM();
+#pragma omp for schedule(dynamic, 1)
+        for (int j = 0; j < nchunks; j++)
+            FR(backward_chunk)(d, j, w, dgh, dgi, dbias + (size_t)j * 2 * GH,
+                               dbias + (size_t)j * 2 * GH + GH, dh0, dc0, d_out, d_h_n,
+                               d_c_n, h_all, c_all, store, lengths, w_hh, gemm);
+        if (blas_threads) blas_threads(prev);
+    }
+    for (int j = 0; j < nchunks; j++) {
+        const real *ph = dbias + (size_t)j * 2 * GH, *pi = separate ? ph + GH : ph;
+        for (int k = 0; k < GH; k++) db_hh[k] += ph[k];
+        for (int k = 0; k < GH; k++) db_ih[k] += pi[k];
+    }
+    /* the large GEMMs, over all T*B rows; BLAS may use the call's threads here */
+    int prev = blas_threads ? blas_threads(d->n_threads < 1 ? 1 : d->n_threads) : 0;
+    const int rows = T * B;
+    FR(gemm_rm)(gemm, 1, 0, GH, H, rows, 1, dgh, GH, h_all, H, 1, dw_hh, H);
+    FR(gemm_rm)(gemm, 1, 0, GH, I, rows, 1, dgi, GH, x, I, 1, dw_ih, I);
+    FR(gemm_rm)(gemm, 0, 0, rows, I, GH, 1, dgi, GH, w_ih, I, accumulate_dx ? 1 : 0, dx, I);
+    if (blas_threads) blas_threads(prev);
+    return FR_OK;
+}
+
+#endif /* template body */

@@ -1,0 +1,33 @@
+/* rnn.c — the plain (Elman) RNN cell: one sample's step, forward and backward.
+
+   PyTorch's nn.RNN:  h' = act(W_ih x + b_ih + W_hh h + b_hh),  act = tanh or relu.
+   Nothing is stored besides h itself (S = 0): the derivative of either activation
+   is a function of its output. */
+#ifndef FR_TEMPLATE
+#define FR_TEMPLATE "rnn.c"
+#include "instantiate.h"
+#else
+
+void FR(rnn_step_forward)(int H, int relu, const real *xp, real *a, const real *b_ih,
+                          const real *b_hh, real *h)
+{
+    for (int j = 0; j < H; j++) h[j] = xp[j] + a[j] + b_ih[j] + b_hh[j];
+    if (relu) {
+        for (int j = 0; j < H; j++) h[j] = h[j] > 0 ? h[j] : 0;
+    } else {
+        FR(vtanh)(h, H);
+    }
+}
+
+void FR(rnn_step_backward)(int H, int relu, const real *h_t, real *dh, real *dgh, real *dgi)
+{
+    if (relu) {
+        for (int j = 0; j < H; j++) dgh[j] = h_t[j] > 0 ? dh[j] : 0;
+    } else {
+        for (int j = 0; j < H; j++) dgh[j] = dh[j] * (1 - h_t[j] * h_t[j]);
+    }
+    for (int j = 0; j < H; j++) dh[j] = 0;
+    if (dgi != dgh) memcpy(dgi, dgh, sizeof(real) * H);
+}
+
+#endif
