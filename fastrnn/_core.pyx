@@ -22,7 +22,6 @@ cdef extern from "fastrnn.h" nogil:
     ctypedef void (*fr_dgemm_t)(char *ta, char *tb, int *m, int *n, int *k, double *alpha,
                                 double *a, int *lda, double *b, int *ldb, double *beta,
                                 double *c, int *ldc)
-    ctypedef int (*fr_blas_threads_t)(int n)
     ctypedef struct fr_dims:
         int cell, batch, steps, input, hidden, reverse, n_threads, chunk, ld
     int fr_gates(int cell)
@@ -33,68 +32,105 @@ cdef extern from "fastrnn.h" nogil:
                        float *h_all, float *c_all, float *store,
                        const float *x, const int *lengths, const float *h0, const float *c0,
                        const float *w_ih, const float *w_hh, const float *b_ih,
-                       const float *b_hh, float *ws, fr_sgemm_t gemm,
-                       fr_blas_threads_t blas_threads)
+                       const float *b_hh, float *ws, fr_sgemm_t gemm)
     int fr_forward_f64(const fr_dims *d, double *out, double *h_n, double *c_n,
                        double *h_all, double *c_all, double *store,
                        const double *x, const int *lengths, const double *h0,
                        const double *c0, const double *w_ih, const double *w_hh,
-                       const double *b_ih, const double *b_hh, double *ws, fr_dgemm_t gemm,
-                       fr_blas_threads_t blas_threads)
+                       const double *b_ih, const double *b_hh, double *ws, fr_dgemm_t gemm)
     int fr_backward_f32(const fr_dims *d, float *dx, float *dw_ih, float *dw_hh,
                         float *db_ih, float *db_hh, float *dh0, float *dc0,
                         const float *d_out, const float *d_h_n, const float *d_c_n,
                         const float *h_all, const float *c_all, const float *store,
                         const float *x, const int *lengths,
                         const float *w_ih, const float *w_hh,
-                        int accumulate_dx, float *ws, fr_sgemm_t gemm,
-                        fr_blas_threads_t blas_threads)
+                        int accumulate_dx, float *ws, fr_sgemm_t gemm)
     int fr_backward_f64(const fr_dims *d, double *dx, double *dw_ih, double *dw_hh,
                         double *db_ih, double *db_hh, double *dh0, double *dc0,
                         const double *d_out, const double *d_h_n, const double *d_c_n,
                         const double *h_all, const double *c_all, const double *store,
                         const double *x, const int *lengths,
                         const double *w_ih, const double *w_hh,
-                        int accumulate_dx, double *ws, fr_dgemm_t gemm,
-                        fr_blas_threads_t blas_threads)
+                        int accumulate_dx, double *ws, fr_dgemm_t gemm)
     int fr_openmp_enabled()
     int fr_max_threads()
 
 CELLS = {'lstm': 0, 'gru': 1, 'rnn_tanh': 2, 'rnn_relu': 3}
 
 # ---------------------------------------------------------------- BLAS thread control
+# All parallelism is the core's own OpenMP; scipy's OpenBLAS must run single-threaded
+# during a call, else OpenMP x BLAS threads oversubscribe the cores (and OpenBLAS'
+# "_local" setter is process-global in pthreads builds, so it cannot be used per thread).
 
-cdef fr_blas_threads_t _blas_threads = NULL
+ctypedef void (*blas_set_t)(int) noexcept nogil
+ctypedef int (*blas_get_t)() noexcept nogil
+cdef blas_set_t _blas_set = NULL
+cdef blas_get_t _blas_get = NULL
 BLAS_THREADS_SYMBOL = None
 
 
-def _find_blas_threads_setter():
-    """OpenBLAS' openblas_set_num_threads_local (per calling thread), from the library
-    scipy.linalg.cython_blas is linked against; None when scipy's BLAS has none."""
+def _find_blas_thread_functions():
+    """(name, set address, get address) of the thread-count setter/getter of the BLAS
+    scipy.linalg.cython_blas is linked against; Nones when it exposes none."""
     import scipy.linalg.cython_blas as cb
     try:
         lib = ctypes.CDLL(cb.__file__)
     except OSError:
-        return None, None
-    for name in ('scipy_openblas_set_num_threads_local', 'openblas_set_num_threads_local',
-                 'scipy_openblas_set_num_threads_local64_',
-                 'openblas_set_num_threads_local64_'):
+        return None, None, None
+    for prefix, suffix in (('scipy_openblas', ''), ('openblas', ''),
+                           ('scipy_openblas', '64_'), ('openblas', '64_')):
         try:
-            fn = getattr(lib, name)
+            fset = getattr(lib, f'{prefix}_set_num_threads{suffix}')
+            fget = getattr(lib, f'{prefix}_get_num_threads{suffix}')
         except AttributeError:
             continue
-        return name, ctypes.cast(fn, ctypes.c_void_p).value
-    return None, None
+        return (f'{prefix}_set_num_threads{suffix}',
+                ctypes.cast(fset, ctypes.c_void_p).value,
+                ctypes.cast(fget, ctypes.c_void_p).value)
+    return None, None, None
 
 
 def _init_blas_threads():
-    global _blas_threads, BLAS_THREADS_SYMBOL
-    name, addr = _find_blas_threads_setter()
-    if addr:
-        _blas_threads = <fr_blas_threads_t><uintptr_t>addr
+    global _blas_set, _blas_get, BLAS_THREADS_SYMBOL
+    name, fset, fget = _find_blas_thread_functions()
+    if fset and fget:
+        _blas_set = <blas_set_t><uintptr_t>fset
+        _blas_get = <blas_get_t><uintptr_t>fget
         BLAS_THREADS_SYMBOL = name
 
 _init_blas_threads()
+
+
+cdef inline int _blas_hold_one() noexcept nogil:
+    """Hold scipy's BLAS to one thread; returns the count to restore (0: nothing to do)."""
+    cdef int prev
+    if _blas_get == NULL:
+        return 0
+    prev = _blas_get()
+    if prev == 1:
+        return 0
+    _blas_set(1)
+    return prev
+
+
+cdef inline void _blas_restore(int prev) noexcept nogil:
+    if prev > 0:
+        _blas_set(prev)
+
+
+def blas_num_threads():
+    """The thread count of scipy's BLAS (None when it cannot be read)."""
+    return _blas_get() if _blas_get != NULL else None
+
+
+def _set_blas_thread_control(bint enabled):
+    """Testing hook: with False the core leaves scipy's BLAS thread count alone."""
+    global _blas_set, _blas_get
+    if not enabled:
+        _blas_set = NULL
+        _blas_get = NULL
+    else:
+        _init_blas_threads()
 
 
 def openmp_enabled():
@@ -215,22 +251,26 @@ def forward(str cell, bint reverse, int n_threads, int chunk,
     for name, arr in (('lengths', lengths),):
         if arr.min() < 1 or arr.max() > T:
             raise ValueError(f"fastrnn core: {name} must lie in [1, {T}]")
-    cdef int rc
+    cdef int rc, prev
     if dtype == np.float32:
         with nogil:
+            prev = _blas_hold_one()
             rc = fr_forward_f32(&d, <float*>po, <float*>ph_n, <float*>pc_n, <float*>ph_all,
                                 <float*>pc_all, <float*>pst, <const float*>px, plen,
                                 <const float*>ph0, <const float*>pc0, <const float*>pwi,
                                 <const float*>pwh, <const float*>pbi, <const float*>pbh,
-                                <float*>pws, <fr_sgemm_t>sgemm, _blas_threads)
+                                <float*>pws, <fr_sgemm_t>sgemm)
+            _blas_restore(prev)
     else:
         with nogil:
+            prev = _blas_hold_one()
             rc = fr_forward_f64(&d, <double*>po, <double*>ph_n, <double*>pc_n,
                                 <double*>ph_all, <double*>pc_all, <double*>pst,
                                 <const double*>px, plen, <const double*>ph0,
                                 <const double*>pc0, <const double*>pwi, <const double*>pwh,
                                 <const double*>pbi, <const double*>pbh, <double*>pws,
-                                <fr_dgemm_t>dgemm, _blas_threads)
+                                <fr_dgemm_t>dgemm)
+            _blas_restore(prev)
     if rc != 0:
         raise ValueError("fastrnn core: invalid sizes or lengths")
 
@@ -280,25 +320,30 @@ def backward(str cell, bint reverse, int n_threads, int chunk,
         raise ValueError("fastrnn core: missing stored gates")
     if lengths.min() < 1 or lengths.max() > T:
         raise ValueError(f"fastrnn core: lengths must lie in [1, {T}]")
-    cdef int rc
+    cdef int rc, prev
     cdef int acc = 1 if accumulate_dx else 0
     if dtype == np.float32:
         with nogil:
+            prev = _blas_hold_one()
             rc = fr_backward_f32(&d, <float*>pdx, <float*>pdwi, <float*>pdwh, <float*>pdbi,
                                  <float*>pdbh, <float*>pdh0, <float*>pdc0,
                                  <const float*>pdo, <const float*>pdhn, <const float*>pdcn,
                                  <const float*>ph_all, <const float*>pc_all,
                                  <const float*>pst, <const float*>px, plen,
                                  <const float*>pwi, <const float*>pwh, acc, <float*>pws,
-                                 <fr_sgemm_t>sgemm, _blas_threads)
+                                 <fr_sgemm_t>sgemm)
+            _blas_restore(prev)
     else:
         with nogil:
+            prev = _blas_hold_one()
             rc = fr_backward_f64(&d, <double*>pdx, <double*>pdwi, <double*>pdwh,
                                  <double*>pdbi, <double*>pdbh, <double*>pdh0, <double*>pdc0,
                                  <const double*>pdo, <const double*>pdhn, <const double*>pdcn,
                                  <const double*>ph_all, <const double*>pc_all,
                                  <const double*>pst, <const double*>px, plen,
                                  <const double*>pwi, <const double*>pwh, acc, <double*>pws,
-                                 <fr_dgemm_t>dgemm, _blas_threads)
+                                 <fr_dgemm_t>dgemm)
+            _blas_restore(prev)
     if rc != 0:
         raise ValueError("fastrnn core: invalid sizes or lengths")
+

@@ -16,9 +16,12 @@
                    equal to time order except for the reverse direction, where
                    loop step t of sample b is time step len_b - 1 - t.
 
-   BLAS: only through the Fortran gemm pointers that scipy.linalg.cython_blas exports.
+   BLAS: only through the Fortran gemm pointers that scipy.linalg.cython_blas exports,
+   which the caller must hold to ONE thread during the call: all parallelism is this
+   core's OpenMP (OpenMP x BLAS threads would oversubscribe the cores).
    Threads: one OpenMP region per call; work items are fixed-size chunks of samples
-   (d.chunk), so results do not depend on the thread count. */
+   (d.chunk) and fixed-size blocks of the large GEMMs, so results do not depend on the
+   thread count. */
 #ifndef FASTRNN_H
 #define FASTRNN_H
 
@@ -35,9 +38,6 @@ typedef void (*fr_sgemm_t)(char *ta, char *tb, int *m, int *n, int *k, float *al
 typedef void (*fr_dgemm_t)(char *ta, char *tb, int *m, int *n, int *k, double *alpha,
                            double *a, int *lda, double *b, int *ldb, double *beta,
                            double *c, int *ldc);
-/* OpenBLAS' openblas_set_num_threads_local: sets the BLAS thread count of the
-   calling thread and returns the previous one. May be NULL (then left alone). */
-typedef int (*fr_blas_threads_t)(int n);
 
 enum fr_cell { FR_LSTM = 0, FR_GRU = 1, FR_RNN_TANH = 2, FR_RNN_RELU = 3 };
 
@@ -79,12 +79,12 @@ int fr_forward_f32(const fr_dims *d, float *out, float *h_n, float *c_n,
                    float *h_all, float *c_all, float *store,
                    const float *x, const int *lengths, const float *h0, const float *c0,
                    const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh,
-                   float *ws, fr_sgemm_t gemm, fr_blas_threads_t blas_threads);
+                   float *ws, fr_sgemm_t gemm);
 int fr_forward_f64(const fr_dims *d, double *out, double *h_n, double *c_n,
                    double *h_all, double *c_all, double *store,
                    const double *x, const int *lengths, const double *h0, const double *c0,
                    const double *w_ih, const double *w_hh, const double *b_ih, const double *b_hh,
-                   double *ws, fr_dgemm_t gemm, fr_blas_threads_t blas_threads);
+                   double *ws, fr_dgemm_t gemm);
 
 /* Backward (after a training forward with the same d, x, lengths and weights).
    d_out (T,B,ld) time order or NULL; d_h_n, d_c_n (B,H) or NULL.
@@ -98,16 +98,14 @@ int fr_backward_f32(const fr_dims *d, float *dx, float *dw_ih, float *dw_hh,
                     const float *h_all, const float *c_all, const float *store,
                     const float *x, const int *lengths,
                     const float *w_ih, const float *w_hh,
-                    int accumulate_dx, float *ws, fr_sgemm_t gemm,
-                    fr_blas_threads_t blas_threads);
+                    int accumulate_dx, float *ws, fr_sgemm_t gemm);
 int fr_backward_f64(const fr_dims *d, double *dx, double *dw_ih, double *dw_hh,
                     double *db_ih, double *db_hh, double *dh0, double *dc0,
                     const double *d_out, const double *d_h_n, const double *d_c_n,
                     const double *h_all, const double *c_all, const double *store,
                     const double *x, const int *lengths,
                     const double *w_ih, const double *w_hh,
-                    int accumulate_dx, double *ws, fr_dgemm_t gemm,
-                    fr_blas_threads_t blas_threads);
+                    int accumulate_dx, double *ws, fr_dgemm_t gemm);
 
 /* OpenMP facts for show_config / set_num_threads. */
 int fr_openmp_enabled(void);

@@ -36,6 +36,8 @@ int fr_max_threads(void) { return 1; }
 /* Type-independent helpers: defined once, in the float pass. */
 #define FR_XBLOCK 32  /* steps whose input projection is one GEMM per chunk */
 #define FR_DEFAULT_CHUNK 16
+#define FR_GEMM_BLOCK_GATES 64   /* gate rows per block of the dW GEMMs */
+#define FR_GEMM_BLOCK_ROWS 512   /* (t, b) rows per block of the dX GEMM */
 
 int fr_gates(int cell) { return cell == FR_LSTM ? 4 : cell == FR_GRU ? 3 : 1; }
 
@@ -95,8 +97,9 @@ size_t fr_backward_workspace(const fr_dims *d)
     size_t GH = (size_t)fr_gates(d->cell) * d->hidden;
     size_t dg = fr_dg_size(d);
     if (!dg) return 0;
+    size_t nt = (size_t)(d->n_threads < 1 ? 1 : d->n_threads);
     return dg * (fr_separate_dgi(d) ? 2 : 1) + (size_t)fr_nchunks(d) * 2 * GH
-         + (size_t)fr_threads(d) * 2 * fr_chunk(d) * d->hidden;
+         + nt * 2 * fr_chunk(d) * d->hidden;
 }
 
 static int fr_time_index(const fr_dims *d, int t, int len) { return d->reverse ? len - 1 - t : t; }
@@ -202,7 +205,7 @@ int FR(fr_forward)(const fr_dims *d, real *out, real *h_n, real *c_n,
                    real *h_all, real *c_all, real *store,
                    const real *x, const int *lengths, const real *h0, const real *c0,
                    const real *w_ih, const real *w_hh, const real *b_ih, const real *b_hh,
-                   real *ws, gemm_t gemm, fr_blas_threads_t blas_threads)
+                   real *ws, gemm_t gemm)
 {
     if (!fr_dims_ok(d) || !fr_lengths_ok(d, lengths)) return FR_EBADDIMS;
     const int nchunks = fr_nchunks(d), nt = fr_threads(d);
@@ -210,14 +213,11 @@ int FR(fr_forward)(const fr_dims *d, real *out, real *h_n, real *c_n,
     (void)nt;
 #pragma omp parallel num_threads(nt)
     {
-        /* BLAS single-threaded inside the region: never OpenMP x BLAS threads */
-        int prev = blas_threads ? blas_threads(1) : 0;
         real *w = ws + per * (size_t)FR_THREAD_NUM();
 #pragma omp for schedule(dynamic, 1)
         for (int j = 0; j < nchunks; j++)
             FR(forward_chunk)(d, j, w, out, h_n, c_n, h_all, c_all, store, x, lengths,
                               h0, c0, w_ih, w_hh, b_ih, b_hh, gemm);
-        if (blas_threads) blas_threads(prev);
     }
     return FR_OK;
 }
@@ -301,12 +301,12 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
                     const real *h_all, const real *c_all, const real *store,
                     const real *x, const int *lengths,
                     const real *w_ih, const real *w_hh,
-                    int accumulate_dx, real *ws, gemm_t gemm,
-                    fr_blas_threads_t blas_threads)
+                    int accumulate_dx, real *ws, gemm_t gemm)
 {
     if (!fr_dims_ok(d) || !fr_lengths_ok(d, lengths)) return FR_EBADDIMS;
     const int B = d->batch, T = d->steps, I = d->input, H = d->hidden;
-    const int GH = fr_gates(d->cell) * H, nchunks = fr_nchunks(d), nt = fr_threads(d);
+    const int GH = fr_gates(d->cell) * H, nchunks = fr_nchunks(d);
+    const int nt = d->n_threads < 1 ? 1 : d->n_threads;   /* the GEMM blocks use all */
     const int separate = fr_separate_dgi(d);
     const size_t dg = fr_dg_size(d);
     real *dgh = ws;                                  /* (T,B,GH) loop order */
@@ -314,30 +314,43 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
     real *dbias = dgh + dg * (separate ? 2 : 1);     /* (nchunks, 2, GH) partial sums */
     real *wthreads = dbias + (size_t)nchunks * 2 * GH;
     const size_t per = (size_t)2 * fr_chunk(d) * H;
+    /* the large GEMMs after the loop, cut in fixed blocks (deterministic for any thread
+       count): dW_hh and dW_ih by blocks of gate rows, dX by blocks of (t, b) rows */
+    const int rows = T * B, gblk = FR_GEMM_BLOCK_GATES, rblk = FR_GEMM_BLOCK_ROWS;
+    const int ngb = (GH + gblk - 1) / gblk, nrb = (rows + rblk - 1) / rblk;
     (void)nt;
 #pragma omp parallel num_threads(nt)
     {
-        int prev = blas_threads ? blas_threads(1) : 0;
         real *w = wthreads + per * (size_t)FR_THREAD_NUM();
 #pragma omp for schedule(dynamic, 1)
         for (int j = 0; j < nchunks; j++)
             FR(backward_chunk)(d, j, w, dgh, dgi, dbias + (size_t)j * 2 * GH,
                                dbias + (size_t)j * 2 * GH + GH, dh0, dc0, d_out, d_h_n,
                                d_c_n, h_all, c_all, store, lengths, w_hh, gemm);
-        if (blas_threads) blas_threads(prev);
+        /* implicit barrier: every dG row is written */
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int q = 0; q < 2 * ngb + nrb; q++) {
+            if (q < ngb) {                           /* dW_hh[g0:g1] += dG^T h_prev */
+                const int g0 = q * gblk, ng = GH - g0 < gblk ? GH - g0 : gblk;
+                FR(gemm_rm)(gemm, 1, 0, ng, H, rows, 1, dgh + g0, GH, h_all, H, 1,
+                            dw_hh + (size_t)g0 * H, H);
+            } else if (q < 2 * ngb) {                /* dW_ih[g0:g1] += dG^T x */
+                const int g0 = (q - ngb) * gblk, ng = GH - g0 < gblk ? GH - g0 : gblk;
+                FR(gemm_rm)(gemm, 1, 0, ng, I, rows, 1, dgi + g0, GH, x, I, 1,
+                            dw_ih + (size_t)g0 * I, I);
+            } else {                                 /* dX[r0:r1] (+)= dG W_ih */
+                const int r0 = (q - 2 * ngb) * rblk, nr = rows - r0 < rblk ? rows - r0 : rblk;
+                FR(gemm_rm)(gemm, 0, 0, nr, I, GH, 1, dgi + (size_t)r0 * GH, GH, w_ih, I,
+                            accumulate_dx ? 1 : 0, dx + (size_t)r0 * I, I);
+            }
+        }
+#pragma omp single
+        for (int j = 0; j < nchunks; j++) {
+            const real *ph = dbias + (size_t)j * 2 * GH, *pi = separate ? ph + GH : ph;
+            for (int k = 0; k < GH; k++) db_hh[k] += ph[k];
+            for (int k = 0; k < GH; k++) db_ih[k] += pi[k];
+        }
     }
-    for (int j = 0; j < nchunks; j++) {
-        const real *ph = dbias + (size_t)j * 2 * GH, *pi = separate ? ph + GH : ph;
-        for (int k = 0; k < GH; k++) db_hh[k] += ph[k];
-        for (int k = 0; k < GH; k++) db_ih[k] += pi[k];
-    }
-    /* the large GEMMs, over all T*B rows; BLAS may use the call's threads here */
-    int prev = blas_threads ? blas_threads(d->n_threads < 1 ? 1 : d->n_threads) : 0;
-    const int rows = T * B;
-    FR(gemm_rm)(gemm, 1, 0, GH, H, rows, 1, dgh, GH, h_all, H, 1, dw_hh, H);
-    FR(gemm_rm)(gemm, 1, 0, GH, I, rows, 1, dgi, GH, x, I, 1, dw_ih, I);
-    FR(gemm_rm)(gemm, 0, 0, rows, I, GH, 1, dgi, GH, w_ih, I, accumulate_dx ? 1 : 0, dx, I);
-    if (blas_threads) blas_threads(prev);
     return FR_OK;
 }
 
