@@ -59,6 +59,16 @@ def _check_finite(arr, name):
         raise ValueError(f"{name} contains NaN or infinity")
 
 
+def _resolve_threads(n_threads):
+    if n_threads is None:
+        return get_num_threads()
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
+        raise TypeError(f"n_threads must be an integer or None, got {type(n_threads).__name__}")
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+    return int(n_threads)
+
+
 def _chunk_size(batch):
     """Samples per work item of the core. Depends on the batch only (never on the thread
     count) so results are identical for any number of threads."""
@@ -208,13 +218,14 @@ class _Recurrent:
         return arr
 
     # ------------------------------------------------------------ forward / backward
-    def forward(self, X, lengths=None, h0=None, c0=None, training=False):
+    def forward(self, X, lengths=None, h0=None, c0=None, training=False, n_threads=None):
         """Run the layer. X: (batch, steps, input_size), batch first.
 
         Returns ``out`` (batch, steps, num_directions * hidden_size) and the final state:
         h_n (num_layers * num_directions, batch, hidden_size), or (h_n, c_n) for LSTM.
         With ``training=True`` dropout is applied between layers and what `backward`
-        needs is kept; otherwise only the running state is (inference)."""
+        needs is kept; otherwise only the running state is (inference).
+        ``n_threads`` overrides fastrnn.get_num_threads() for this call."""
         X = self._check_X(X)
         B, T, _ = X.shape
         lengths = self._check_lengths(lengths, B, T)
@@ -226,7 +237,7 @@ class _Recurrent:
             raise ValueError(f"c0 is only for LSTM; {type(self).__name__} has no cell state")
         params = self._checked_params()
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
-        nt, chunk = get_num_threads(), _chunk_size(B)
+        nt, chunk = _resolve_threads(n_threads), _chunk_size(B)
         S = _core.store_width(self._core_cell, H)
         h_n = np.empty((L * D, B, H), dtype=self.dtype)
         c_n = np.empty((L * D, B, H), dtype=self.dtype) if lstm else None
@@ -268,11 +279,11 @@ class _Recurrent:
 
     __call__ = forward
 
-    def backward(self, d_out, d_state=None):
+    def backward(self, d_out, d_state=None, n_threads=None):
         """Gradients after ``forward(..., training=True)``.
 
-        d_out: dL/d(out), shaped like out; d_state: None, dL/dh_n, or (dL/dh_n, dL/dc_n)
-        for LSTM (either may be None). Returns dX (shaped like X) and a dict with the
+        d_out: dL/d(out), shaped like out, or None (zero); d_state: None, dL/dh_n, or
+        (dL/dh_n, dL/dc_n) for LSTM (either may be None). Returns dX (shaped like X) and a dict with the
         gradient of every parameter plus 'h0' (and 'c0' for LSTM)."""
         if self._cache is None:
             raise ValueError("backward() needs a preceding forward(X, training=True)")
@@ -281,14 +292,15 @@ class _Recurrent:
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         lstm = self._cell == "lstm"
         state_shape = (L * D, B, H)
-        d_out = self._check_grad(d_out, "d_out", (B, T, D * H))
+        if d_out is not None:
+            d_out = self._check_grad(d_out, "d_out", (B, T, D * H))
         d_h_n, d_c_n = self._split_d_state(d_state, state_shape)
-        nt, chunk = get_num_threads(), _chunk_size(B)
+        nt, chunk = _resolve_threads(n_threads), _chunk_size(B)
         grads = {name: np.zeros(shape, dtype=self.dtype)
                  for name, shape in self.param_shapes().items()}
         dh0 = np.empty(state_shape, dtype=self.dtype)
         dc0 = np.empty(state_shape, dtype=self.dtype) if lstm else None
-        d_inp = np.ascontiguousarray(d_out.transpose(1, 0, 2))
+        d_inp = None if d_out is None else np.ascontiguousarray(d_out.transpose(1, 0, 2))
         for k in reversed(range(L)):
             inp, layer_cache = cache["caches"][k]
             dx = np.empty(inp.shape, dtype=self.dtype)

@@ -1,0 +1,120 @@
+"""Dense (fully connected) layer with an explicit forward/backward pair, numpy only.
+
+Layout and default initialization are PyTorch's nn.Linear, so its ``state_dict()``
+converted to numpy loads as ``params`` unchanged. Re-exported by fastrnn.layers.
+"""
+import numpy as np
+
+__all__ = ["Dense"]
+
+
+def _check_size(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _check_dtype(dtype):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as e:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from e
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _as_real_array(value, name, dtype):
+    """`value` as an array of `dtype`, refusing complex, object and string data."""
+    try:
+        arr = np.asarray(value)
+    except Exception as e:  # ragged nested lists and the like
+        raise ValueError(f"{name} could not be converted to an array: {e}") from e
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return np.asarray(arr, dtype=dtype)
+
+
+class Dense:
+    """Affine map of the last axis: Y = X @ W^T + b.
+
+    Shapes: X (..., in_features), W = params['weight'] (out_features, in_features),
+    b = params['bias'] (out_features,), Y (..., out_features). With X and dY flattened
+    to rows (n, in) and (n, out), backward computes::
+
+        dX = dY @ W          dW = dY^T @ X          db = sum_rows dY
+
+    Initialization (nn.Linear's default): W and b ~ U(-1/sqrt(in), 1/sqrt(in)).
+    """
+
+    def __init__(self, in_features, out_features, dtype=np.float32, random_state=None):
+        self.in_features = _check_size(in_features, "in_features")
+        self.out_features = _check_size(out_features, "out_features")
+        self.dtype = _check_dtype(dtype)
+        rng = np.random.default_rng(random_state)
+        bound = 1.0 / np.sqrt(self.in_features)
+        self.params = {
+            "weight": rng.uniform(-bound, bound, (self.out_features, self.in_features))
+                         .astype(self.dtype),
+            "bias": rng.uniform(-bound, bound, self.out_features).astype(self.dtype),
+        }
+        self._X = None  # input of the last training forward, needed by backward
+
+    def param_shapes(self):
+        return {"weight": (self.out_features, self.in_features), "bias": (self.out_features,)}
+
+    def _checked_params(self):
+        out = {}
+        for name, shape in self.param_shapes().items():
+            if name not in self.params:
+                raise ValueError(f"params is missing {name!r}")
+            p = _as_real_array(self.params[name], f"params[{name!r}]", self.dtype)
+            if p.shape != shape:
+                raise ValueError(f"params[{name!r}] has shape {p.shape}, expected {shape}")
+            out[name] = p
+        return out
+
+    def forward(self, X, training=False):
+        """Y = X @ W^T + b for X of shape (..., in_features); returns (..., out_features).
+
+        With ``training=True`` X is kept for the following ``backward``.
+        """
+        X = _as_real_array(X, "X", self.dtype)
+        if X.ndim < 1 or X.shape[-1] != self.in_features:
+            raise ValueError(f"X must have shape (..., {self.in_features}) "
+                             f"(last axis = in_features), got {X.shape}")
+        # NaN/inf are passed through, not rejected: a diverging fit must reach the loss,
+        # where the caller detects it and restores the last good weights.
+        p = self._checked_params()
+        self._X = X if training else None
+        return X @ p["weight"].T + p["bias"]
+
+    def backward(self, dY):
+        """Gradients of the last training forward given dY = dL/dY (..., out_features).
+
+        Returns ``(dX, grads)``: dX of X's shape and grads {'weight': dW, 'bias': db}.
+        """
+        if self._X is None:
+            raise RuntimeError("backward needs a preceding forward(X, training=True)")
+        X = self._X
+        dY = _as_real_array(dY, "dY", self.dtype)
+        expected = X.shape[:-1] + (self.out_features,)
+        if dY.shape != expected:
+            raise ValueError(f"dY must have shape {expected}, got {dY.shape}")
+        W = self._checked_params()["weight"]
+        rows_x = X.reshape(-1, self.in_features)
+        rows_dy = dY.reshape(-1, self.out_features)
+        grads = {"weight": rows_dy.T @ rows_x, "bias": rows_dy.sum(axis=0)}
+        return dY @ W, grads
+
+    # pickles carry the parameters, not the activation kept for backward
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_X"] = None
+        return state
+
+    def __repr__(self):
+        return (f"Dense({self.in_features}, {self.out_features}, "
+                f"dtype={self.dtype.name})")

@@ -1,0 +1,418 @@
+"""Optimizers, gradient clipping and learning-rate schedules (numpy only).
+
+Optimizers follow torch.optim's update formulas exactly (same defaults apart from SGD's
+lr), so a model trained here and one trained with PyTorch from the same start take the
+same steps. Interface::
+
+    opt = Adam(lr=1e-3)
+    opt.step(params, grads)     # params: dict name -> ndarray, updated IN PLACE
+
+Only the keys present in ``grads`` are updated (a frozen parameter simply has no
+gradient); per-parameter state (moments, step counts) is kept under the same key.
+``opt.lr`` is a plain attribute: schedulers change it between epochs. All state is plain
+numpy and Python numbers, so optimizers (and schedulers) pickle.
+
+Schedulers are stepped once per epoch: ``sched.step()`` or ``sched.step(val_loss)``.
+"""
+import math
+import numbers
+
+import numpy as np
+
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "make_optimizer", "clip_grad_norm",
+           "ConstantLR", "CosineAnnealingLR", "ReduceLROnPlateau", "make_scheduler"]
+
+
+# ------------------------------------------------------------------ argument checks
+def _check_real(value, name, low=None, high=None, low_open=False, high_open=False):
+    """A finite real number in the given interval, else TypeError/ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        lo = ("(" if low_open else "[") + (str(low) if low is not None else "-inf")
+        hi = "inf)" if high is None else str(high) + (")" if high_open else "]")
+        raise ValueError(f"{name} must lie in {lo}, {hi}, got {value}")
+    return value
+
+
+def _check_betas(betas):
+    try:
+        b1, b2 = betas
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}") from e
+    return (_check_real(b1, "betas[0]", 0.0, 1.0, high_open=True),
+            _check_real(b2, "betas[1]", 0.0, 1.0, high_open=True))
+
+
+# ------------------------------------------------------------------ optimizers
+class Optimizer:
+    """Base class: checks the (params, grads) pair and runs `_update` per key.
+
+    Subclasses implement ``_update(key, p, g)`` which changes ``p`` in place, with ``g``
+    already cast to ``p``'s dtype and shape-checked.
+    """
+
+    def __init__(self, lr):
+        self.lr = _check_real(lr, "lr", 0.0, low_open=True)
+        self.state = {}  # key -> dict of numpy arrays / numbers
+
+    def step(self, params, grads):
+        """Update ``params[k]`` in place for every key k of ``grads``."""
+        if not isinstance(params, dict):
+            raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
+        if not isinstance(grads, dict):
+            raise TypeError(f"grads must be a dict of arrays, got {type(grads).__name__}")
+        for key, g in grads.items():
+            p = self._checked_param(params, key)
+            self._update(key, p, self._checked_grad(g, key, p))
+
+    @staticmethod
+    def _checked_param(params, key):
+        if key not in params:
+            raise KeyError(f"grads has key {key!r} which params does not have")
+        p = params[key]
+        # the update is in place, so it needs a real writable float array, not a copy
+        if not isinstance(p, np.ndarray) or p.dtype.kind != "f":
+            raise TypeError(f"params[{key!r}] must be a float numpy array (updated in place)")
+        if not p.flags.writeable:
+            raise ValueError(f"params[{key!r}] is read-only")
+        return p
+
+    @staticmethod
+    def _checked_grad(g, key, p):
+        g = np.asarray(g)
+        if g.dtype.kind not in "fiu":
+            raise TypeError(f"grads[{key!r}] must hold real numbers, got dtype {g.dtype}")
+        if g.shape != p.shape:
+            raise ValueError(f"grads[{key!r}] has shape {g.shape}, params[{key!r}] has {p.shape}")
+        return g.astype(p.dtype, copy=False)
+
+    def _buffer(self, key, name, like):
+        """The state array `name` of parameter `key`, zeros at first use."""
+        st = self.state.setdefault(key, {})
+        if name not in st:
+            st[name] = np.zeros_like(like)
+        return st[name]
+
+    def _update(self, key, p, g):
+        raise NotImplementedError
+
+    def reset(self):
+        """Forget all per-parameter state (moments, step counts)."""
+        self.state = {}
+
+    def __repr__(self):
+        hyper = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if k != "state")
+        return f"{type(self).__name__}({hyper})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum, as torch.optim.SGD
+    with dampening 0::
+
+        g = grad + weight_decay * p
+        b = g                      (first step)
+        b = momentum * b + g       (later steps)
+        g = g + momentum * b       if nesterov else  g = b      (when momentum > 0)
+        p = p - lr * g
+    """
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(lr)
+        self.momentum = _check_real(momentum, "momentum", 0.0)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"nesterov must be a bool, got {type(nesterov).__name__}")
+        if nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True requires momentum > 0")
+        self.nesterov = bool(nesterov)
+        self.weight_decay = _check_real(weight_decay, "weight_decay", 0.0)
+
+    def _update(self, key, p, g):
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.momentum:
+            st = self.state.setdefault(key, {})
+            if "momentum_buffer" not in st:
+                # PyTorch starts the buffer at the first gradient, not at zero
+                st["momentum_buffer"] = g.copy()
+            else:
+                buf = st["momentum_buffer"]
+                buf *= self.momentum
+                buf += g
+            buf = st["momentum_buffer"]
+            g = g + self.momentum * buf if self.nesterov else buf
+        p -= self.lr * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), as torch.optim.Adam with L2 weight decay added to the gradient::
+
+        g = grad + weight_decay * p
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g^2
+        p = p - (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+    """
+
+    _decoupled = False
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(lr)
+        self.betas = _check_betas(betas)
+        self.eps = _check_real(eps, "eps", 0.0)
+        self.weight_decay = _check_real(weight_decay, "weight_decay", 0.0)
+
+    def _update(self, key, p, g):
+        beta1, beta2 = self.betas
+        if self.weight_decay:
+            if self._decoupled:
+                # AdamW: shrink the weights directly, outside the adaptive scaling
+                p *= 1 - self.lr * self.weight_decay
+            else:
+                g = g + self.weight_decay * p
+        m = self._buffer(key, "exp_avg", p)
+        v = self._buffer(key, "exp_avg_sq", p)
+        st = self.state[key]
+        st["step"] = st.get("step", 0) + 1
+        m += (1 - beta1) * (g - m)  # = beta1*m + (1-beta1)*g, PyTorch's lerp form
+        v *= beta2
+        v += (1 - beta2) * g * g
+        step_size = self.lr / (1 - beta1 ** st["step"])
+        denom = np.sqrt(v) / math.sqrt(1 - beta2 ** st["step"]) + self.eps
+        p -= step_size * (m / denom)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), as torch.optim.AdamW::
+
+        p = p * (1 - lr * weight_decay)
+        then the Adam step above with g = grad (no decay in the gradient)
+    """
+
+    _decoupled = True
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(lr, betas, eps, weight_decay)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton), as torch.optim.RMSprop (not centered)::
+
+        g = grad + weight_decay * p
+        v = alpha * v + (1 - alpha) * g^2
+        u = g / (sqrt(v) + eps)
+        b = momentum * b + u,  p = p - lr * b     if momentum > 0
+        p = p - lr * u                            otherwise
+    """
+
+    def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0):
+        super().__init__(lr)
+        self.alpha = _check_real(alpha, "alpha", 0.0, 1.0, high_open=True)
+        self.eps = _check_real(eps, "eps", 0.0)
+        self.momentum = _check_real(momentum, "momentum", 0.0)
+        self.weight_decay = _check_real(weight_decay, "weight_decay", 0.0)
+
+    def _update(self, key, p, g):
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        v = self._buffer(key, "square_avg", p)
+        v *= self.alpha
+        v += (1 - self.alpha) * g * g
+        u = g / (np.sqrt(v) + self.eps)
+        if self.momentum:
+            buf = self._buffer(key, "momentum_buffer", p)  # PyTorch starts this one at zero
+            buf *= self.momentum
+            buf += u
+            u = buf
+        p -= self.lr * u
+
+
+_OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
+
+
+def make_optimizer(name, lr, weight_decay=0.0, **kw):
+    """The optimizer called `name` ('sgd', 'adam', 'adamw', 'rmsprop', any case).
+
+    ``weight_decay`` defaults to 0 for all of them, AdamW included, so that switching
+    the name alone never silently switches regularization on.
+    """
+    cls = _OPTIMIZERS.get(name.lower() if isinstance(name, str) else None)
+    if cls is None:
+        raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {name!r}")
+    return cls(lr=lr, weight_decay=weight_decay, **kw)
+
+
+# ------------------------------------------------------------------ gradient clipping
+def _squared_norm(g):
+    # accumulate in float64 so float32 gradients with many elements lose nothing
+    flat = g.ravel().astype(np.float64, copy=False)
+    return float(np.dot(flat, flat))
+
+
+def clip_grad_norm(grads, max_norm):
+    """Scale all gradients together so their global L2 norm is at most `max_norm`.
+
+    total = sqrt(sum over every array g of sum(g^2)); when the coefficient
+    max_norm / (total + 1e-6) is below 1 every array is multiplied by it, in place
+    (torch.nn.utils.clip_grad_norm_; the 1e-6 guards a zero norm). Returns `total`,
+    the norm before clipping, as a float. A NaN or infinite total leaves the
+    gradients untouched (scaling would only spread the NaN) and is returned as is.
+    """
+    if not isinstance(grads, dict):
+        raise TypeError(f"grads must be a dict of arrays, got {type(grads).__name__}")
+    max_norm = _check_real(max_norm, "max_norm", 0.0, low_open=True)
+    arrays = list(grads.values())
+    for key, g in grads.items():
+        if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
+            raise TypeError(f"grads[{key!r}] must be a float numpy array (scaled in place)")
+    total = math.sqrt(sum(_squared_norm(g) for g in arrays))
+    coef = max_norm / (total + 1e-6)
+    if math.isfinite(total) and coef < 1.0:
+        for g in arrays:
+            g *= coef
+    return total
+
+
+# ------------------------------------------------------------------ learning-rate schedules
+class _Scheduler:
+    """Base: remembers the optimizer and its starting lr; ``last_epoch`` counts steps."""
+
+    def __init__(self, optimizer):
+        if not isinstance(getattr(optimizer, "lr", None), numbers.Real):
+            raise TypeError("optimizer must have a numeric lr attribute")
+        self.optimizer = optimizer
+        self.base_lr = float(optimizer.lr)
+        self.last_epoch = 0
+
+    def get_last_lr(self):
+        """The learning rate the optimizer currently uses."""
+        return self.optimizer.lr
+
+
+class ConstantLR(_Scheduler):
+    """lr = base_lr * factor for the first `total_iters` epochs, base_lr afterwards
+    (torch.optim.lr_scheduler.ConstantLR). The defaults (factor 1) keep lr constant."""
+
+    def __init__(self, optimizer, factor=1.0, total_iters=0):
+        super().__init__(optimizer)
+        self.factor = _check_real(factor, "factor", 0.0, 1.0, low_open=True)
+        if isinstance(total_iters, bool) or not isinstance(total_iters, numbers.Integral) \
+                or total_iters < 0:
+            raise ValueError(f"total_iters must be a non-negative integer, got {total_iters!r}")
+        self.total_iters = int(total_iters)
+        self.optimizer.lr = self._lr()
+
+    def _lr(self):
+        return self.base_lr * (self.factor if self.last_epoch < self.total_iters else 1.0)
+
+    def step(self, metric=None):
+        """Advance one epoch; `metric` is ignored."""
+        self.last_epoch += 1
+        self.optimizer.lr = self._lr()
+
+
+class CosineAnnealingLR(_Scheduler):
+    """lr_t = eta_min + (base_lr - eta_min) * (1 + cos(pi * t / T_max)) / 2 after t steps
+    (torch.optim.lr_scheduler.CosineAnnealingLR, closed form): base_lr at t = 0, eta_min
+    at t = T_max, and, as in PyTorch, rising again on the same cosine past T_max."""
+
+    def __init__(self, optimizer, T_max, eta_min=0.0):
+        super().__init__(optimizer)
+        if isinstance(T_max, bool) or not isinstance(T_max, numbers.Integral) or T_max < 1:
+            raise ValueError(f"T_max must be a positive integer, got {T_max!r}")
+        self.T_max = int(T_max)
+        self.eta_min = _check_real(eta_min, "eta_min", 0.0)
+
+    def step(self, metric=None):
+        """Advance one epoch; `metric` is ignored."""
+        self.last_epoch += 1
+        cos = math.cos(math.pi * self.last_epoch / self.T_max)
+        self.optimizer.lr = self.eta_min + (self.base_lr - self.eta_min) * (1 + cos) / 2
+
+
+class ReduceLROnPlateau(_Scheduler):
+    """Multiply lr by `factor` when `metric` has not improved for `patience` epochs
+    (torch.optim.lr_scheduler.ReduceLROnPlateau).
+
+    "Improved" (mode 'min'; 'max' mirrors it) means metric < best * (1 - threshold) with
+    threshold_mode 'rel', metric < best - threshold with 'abs'. After a reduction the
+    bad-epoch count restarts and `cooldown` epochs pass before bad epochs count again.
+    lr never drops below `min_lr`, and a change smaller than 1e-8 is not applied.
+    """
+
+    _EPS = 1e-8  # PyTorch's default eps: ignore reductions smaller than this
+
+    def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4,
+                 threshold_mode="rel", cooldown=0, min_lr=0.0):
+        super().__init__(optimizer)
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
+        self.mode = mode
+        self.threshold_mode = threshold_mode
+        self.factor = _check_real(factor, "factor", 0.0, 1.0, low_open=True, high_open=True)
+        self.patience = self._check_count(patience, "patience")
+        self.cooldown = self._check_count(cooldown, "cooldown")
+        self.threshold = _check_real(threshold, "threshold", 0.0)
+        self.min_lr = _check_real(min_lr, "min_lr", 0.0)
+        self.best = math.inf if mode == "min" else -math.inf
+        self.num_bad_epochs = 0
+        self.cooldown_counter = 0
+
+    @staticmethod
+    def _check_count(value, name):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        return int(value)
+
+    def _is_better(self, current):
+        if self.mode == "min":
+            if self.threshold_mode == "rel":
+                return current < self.best * (1 - self.threshold)
+            return current < self.best - self.threshold
+        if self.threshold_mode == "rel":
+            return current > self.best * (1 + self.threshold)
+        return current > self.best + self.threshold
+
+    def step(self, metric=None):
+        """Record this epoch's `metric` (required) and reduce lr if it has plateaued."""
+        if metric is None:
+            raise ValueError("ReduceLROnPlateau.step needs the metric (e.g. validation loss)")
+        current = float(metric)
+        self.last_epoch += 1
+        if self._is_better(current):
+            self.best = current
+            self.num_bad_epochs = 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            # epochs right after a reduction do not count as bad
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0
+        if self.num_bad_epochs > self.patience:
+            self._reduce_lr()
+            self.cooldown_counter = self.cooldown
+            self.num_bad_epochs = 0
+
+    def _reduce_lr(self):
+        old = self.optimizer.lr
+        new = max(old * self.factor, self.min_lr)
+        if old - new > self._EPS:
+            self.optimizer.lr = new
+
+
+_SCHEDULERS = {"constant": ConstantLR, "cosine": CosineAnnealingLR, "plateau": ReduceLROnPlateau}
+
+
+def make_scheduler(name, optimizer, **kw):
+    """The schedule called `name` ('constant', 'cosine', 'plateau', any case) on
+    `optimizer`; `kw` go to its constructor (e.g. T_max for 'cosine')."""
+    cls = _SCHEDULERS.get(name.lower() if isinstance(name, str) else None)
+    if cls is None:
+        raise ValueError(f"scheduler must be one of {sorted(_SCHEDULERS)}, got {name!r}")
+    return cls(optimizer, **kw)
