@@ -452,8 +452,10 @@ class _RecurrentEstimator:
                     b = order[bi * bs:(bi + 1) * bs]
                     lb = lengths[b]
                     Xb = Xp[b, :lb.max()]
-                    out = self._forward_batch(Xb, lb, True, nt)
-                    loss, d_out = self._loss(out, Y[b], sw[b])
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        # a diverging fit is reported below, by name and epoch
+                        out = self._forward_batch(Xb, lb, True, nt)
+                        loss, d_out = self._loss(out, Y[b], sw[b])
                     if not np.isfinite(loss):
                         self._diverged(last_good)
                         return

@@ -38,6 +38,7 @@ int fr_max_threads(void) { return 1; }
 #define FR_DEFAULT_CHUNK 16
 #define FR_GEMM_BLOCK_GATES 64   /* gate rows per block of the dW GEMMs */
 #define FR_GEMM_BLOCK_ROWS 512   /* (t, b) rows per block of the dX GEMM */
+#define FR_MIN_WORK 4.0e6        /* multiply-adds per thread below which threads don't pay */
 
 int fr_gates(int cell) { return cell == FR_LSTM ? 4 : cell == FR_GRU ? 3 : 1; }
 
@@ -48,9 +49,22 @@ int fr_store_width(int cell, int hidden)
 
 static int fr_chunk(const fr_dims *d) { return d->chunk > 0 ? d->chunk : FR_DEFAULT_CHUNK; }
 static int fr_nchunks(const fr_dims *d) { return (d->batch + fr_chunk(d) - 1) / fr_chunk(d); }
-static int fr_threads(const fr_dims *d)
+/* Threads worth waking for this call: at most one per FR_MIN_WORK multiply-adds, so tiny
+   calls stay on one thread (a thread the OS has paused would stall the whole region
+   at its barrier, which costs far more than a tiny call takes when the machine is busy).
+   The thread count never changes results: work is cut into fixed chunks. */
+static int fr_useful_threads(const fr_dims *d)
 {
     int nt = d->n_threads < 1 ? 1 : d->n_threads;
+    double work = (double)d->steps * d->batch * fr_gates(d->cell) * d->hidden
+                * (double)(d->input + d->hidden);
+    double cap = work / FR_MIN_WORK;
+    return cap < 1 ? 1 : (cap < nt ? (int)cap : nt);
+}
+
+static int fr_threads(const fr_dims *d)
+{
+    int nt = fr_useful_threads(d);
     return nt < fr_nchunks(d) ? nt : fr_nchunks(d);
 }
 static int fr_xblock(const fr_dims *d) { return d->steps < FR_XBLOCK ? d->steps : FR_XBLOCK; }
@@ -97,7 +111,7 @@ size_t fr_backward_workspace(const fr_dims *d)
     size_t GH = (size_t)fr_gates(d->cell) * d->hidden;
     size_t dg = fr_dg_size(d);
     if (!dg) return 0;
-    size_t nt = (size_t)(d->n_threads < 1 ? 1 : d->n_threads);
+    size_t nt = (size_t)fr_useful_threads(d);
     return dg * (fr_separate_dgi(d) ? 2 : 1) + (size_t)fr_nchunks(d) * 2 * GH
          + nt * 2 * fr_chunk(d) * d->hidden;
 }
@@ -306,7 +320,7 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
     if (!fr_dims_ok(d) || !fr_lengths_ok(d, lengths)) return FR_EBADDIMS;
     const int B = d->batch, T = d->steps, I = d->input, H = d->hidden;
     const int GH = fr_gates(d->cell) * H, nchunks = fr_nchunks(d);
-    const int nt = d->n_threads < 1 ? 1 : d->n_threads;   /* the GEMM blocks use all */
+    const int nt = fr_useful_threads(d);   /* not capped by chunks: the GEMM blocks use all */
     const int separate = fr_separate_dgi(d);
     const size_t dg = fr_dg_size(d);
     real *dgh = ws;                                  /* (T,B,GH) loop order */
