@@ -12,7 +12,8 @@ import tempfile
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-C_SOURCES = ["src_c/recurrence.c", "src_c/lstm.c", "src_c/gru.c", "src_c/rnn.c"]
+C_SOURCES = ["src_c/recurrence.c", "src_c/lstm.c", "src_c/gru.c", "src_c/rnn.c",
+             "src_c/kernels.c"]
 BASE_FLAGS = ["-O3", "-std=gnu11", "-fno-trapping-math", "-fno-math-errno"]
 
 
@@ -61,7 +62,8 @@ def extensions():
         "fastrnn._core",
         sources=["fastrnn/_core.pyx"] + C_SOURCES,
         include_dirs=["src_c"],
-        depends=["src_c/fastrnn.h", "src_c/instantiate.h", "src_c/cells.h", "src_c/mathfn.h"],
+        depends=["src_c/fastrnn.h", "src_c/instantiate.h", "src_c/cells.h", "src_c/mathfn.h",
+                 "src_c/kernels.h"],
     )
     return cythonize([ext], language_level=3)
 

@@ -27,6 +27,7 @@ int fr_max_threads(void) { return 1; }
 #define FR_THREAD_NUM() 0
 #endif
 
+#include "kernels.h"
 #define FR_TEMPLATE "recurrence.c"
 #include "instantiate.h"
 
@@ -93,10 +94,26 @@ static size_t fr_forward_per_thread(const fr_dims *d)
     return fr_mul(fr_mul(K, c), (size_t)d->input + GH) + c * GH + 2 * c * H;
 }
 
+/* packed float32 weights used by the kernel: W_hh then W_ih (see kernels.h) */
+static size_t fr_packed_weights(const fr_dims *d)
+{
+    const int GH = fr_gates(d->cell) * d->hidden;
+    return fr_packed_size(GH, d->hidden) + fr_packed_size(GH, d->input)
+         + fr_packed_size(d->hidden, GH) + fr_packed_size(d->input, GH);
+}
+
+static int fr_use_kernel(void)
+{
+    static int avail = -1;
+    if (avail < 0) avail = fr_kernel_available();
+    return avail;
+}
+
 size_t fr_forward_workspace(const fr_dims *d)
 {
     if (!fr_dims_ok(d)) return 0;
-    return fr_mul(fr_forward_per_thread(d), (size_t)fr_threads(d));
+    size_t per = fr_mul(fr_forward_per_thread(d), (size_t)fr_threads(d));
+    return per ? per + fr_packed_weights(d) : 0;
 }
 
 static size_t fr_dg_size(const fr_dims *d)
@@ -113,7 +130,7 @@ size_t fr_backward_workspace(const fr_dims *d)
     if (!dg) return 0;
     size_t nt = (size_t)fr_useful_threads(d);
     return dg * (fr_separate_dgi(d) ? 2 : 1) + (size_t)fr_nchunks(d) * 2 * GH
-         + nt * 2 * fr_chunk(d) * d->hidden;
+         + nt * 2 * fr_chunk(d) * d->hidden + fr_packed_weights(d);
 }
 
 static int fr_time_index(const fr_dims *d, int t, int len) { return d->reverse ? len - 1 - t : t; }
@@ -129,6 +146,59 @@ static void FR(gemm_rm)(gemm_t gemm, int ta, int tb, int m, int n, int k, real a
     gemm(&ctb, &cta, &n, &m, &k, &alpha, (real *)B, &ldb, (real *)A, &lda, &beta, C, &ldc);
 }
 
+/* C (m x n) (+)= A (m x k) W^T with W (n x k): fastrnn's packed kernel when `packed`
+   is given (float32 on AVX-512), else BLAS. */
+static void FR(mul_wt)(gemm_t gemm, const float *packed, int m, int n, int k, const real *A,
+                       int lda, const real *W, int accumulate, real *C, int ldc)
+{
+#if FR_IS_FLOAT
+    if (packed) { fr_gemm_packed(m, n, k, A, lda, packed, accumulate, C, ldc); return; }
+#else
+    (void)packed;
+#endif
+    FR(gemm_rm)(gemm, 0, 1, m, n, k, 1, A, lda, W, k, accumulate ? 1 : 0, C, ldc);
+}
+
+/* C (m x n) (+)= A (m x k) W with W (k x n); as mul_wt. */
+static void FR(mul_w)(gemm_t gemm, const float *packed, int m, int n, int k, const real *A,
+                      int lda, const real *W, int accumulate, real *C, int ldc)
+{
+#if FR_IS_FLOAT
+    if (packed) { fr_gemm_packed(m, n, k, A, lda, packed, accumulate, C, ldc); return; }
+#else
+    (void)packed;
+#endif
+    FR(gemm_rm)(gemm, 0, 0, m, n, k, 1, A, lda, W, n, accumulate ? 1 : 0, C, ldc);
+}
+
+/* Packs the weights for the kernel into ws (float32 with the kernel available only);
+   sets the four panels' addresses or leaves them NULL (then BLAS is used). */
+static void FR(pack_weights)(const fr_dims *d, real *ws, const real *w_ih, const real *w_hh,
+                             int for_backward, const float **pk_hh, const float **pk_ih)
+{
+    *pk_hh = NULL;
+    *pk_ih = NULL;
+#if FR_IS_FLOAT
+    if (!fr_use_kernel()) return;
+    const int GH = fr_gates(d->cell) * d->hidden, H = d->hidden, I = d->input;
+    float *p = ws;
+    if (!for_backward) {
+        fr_pack_wt(p, w_hh, GH, H, H);                 /* a = h W_hh^T  */
+        fr_pack_wt(p + fr_packed_size(GH, H), w_ih, GH, I, I);   /* xp = x W_ih^T */
+        *pk_hh = p;
+        *pk_ih = p + fr_packed_size(GH, H);
+    } else {
+        float *q = p + fr_packed_size(GH, H) + fr_packed_size(GH, I);
+        fr_pack_w(q, w_hh, GH, H, H);                  /* dh += dG W_hh */
+        fr_pack_w(q + fr_packed_size(H, GH), w_ih, GH, I, I);    /* dx = dG W_ih  */
+        *pk_hh = q;
+        *pk_ih = q + fr_packed_size(H, GH);
+    }
+#else
+    (void)d; (void)ws; (void)w_ih; (void)w_hh; (void)for_backward;
+#endif
+}
+
 static int FR(chunk_steps)(const int *lengths, int b0, int nb)
 {
     int tc = 0;
@@ -141,7 +211,8 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
                               real *c_n, real *h_all, real *c_all, real *store,
                               const real *x, const int *lengths, const real *h0,
                               const real *c0, const real *w_ih, const real *w_hh,
-                              const real *b_ih, const real *b_hh, gemm_t gemm)
+                              const real *b_ih, const real *b_hh, gemm_t gemm,
+                              const float *pk_hh, const float *pk_ih)
 {
     const int B = d->batch, T = d->steps, I = d->input, H = d->hidden, cell = d->cell;
     const int c = fr_chunk(d), GH = fr_gates(cell) * H, S = fr_store_width(cell, H);
@@ -172,11 +243,11 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
                     memset(dst, 0, sizeof(real) * I);
             }
         }
-        FR(gemm_rm)(gemm, 0, 1, kb * nb, GH, I, 1, xg, I, w_ih, I, 0, xp, GH);
+        FR(mul_wt)(gemm, pk_ih, kb * nb, GH, I, xg, I, w_ih, 0, xp, GH);
 
         for (int s = 0; s < kb; s++) {
             const int t = t0 + s;
-            FR(gemm_rm)(gemm, 0, 1, nb, GH, H, 1, h, H, w_hh, H, 0, a, GH);
+            FR(mul_wt)(gemm, pk_hh, nb, GH, H, h, H, w_hh, 0, a, GH);
             real *st = store ? store + ((size_t)t * B + b0) * S : NULL;
             for (int r = 0; r < nb; r++) {
                 const int b = b0 + r, len = lengths[b];
@@ -224,14 +295,17 @@ int FR(fr_forward)(const fr_dims *d, real *out, real *h_n, real *c_n,
     if (!fr_dims_ok(d) || !fr_lengths_ok(d, lengths)) return FR_EBADDIMS;
     const int nchunks = fr_nchunks(d), nt = fr_threads(d);
     const size_t per = fr_forward_per_thread(d);
+    const float *pk_hh, *pk_ih;
+    FR(pack_weights)(d, ws, w_ih, w_hh, 0, &pk_hh, &pk_ih);
+    real *wthreads = ws + fr_packed_weights(d);
     (void)nt;
 #pragma omp parallel num_threads(nt)
     {
-        real *w = ws + per * (size_t)FR_THREAD_NUM();
+        real *w = wthreads + per * (size_t)FR_THREAD_NUM();
 #pragma omp for schedule(dynamic, 1)
         for (int j = 0; j < nchunks; j++)
             FR(forward_chunk)(d, j, w, out, h_n, c_n, h_all, c_all, store, x, lengths,
-                              h0, c0, w_ih, w_hh, b_ih, b_hh, gemm);
+                              h0, c0, w_ih, w_hh, b_ih, b_hh, gemm, pk_hh, pk_ih);
     }
     return FR_OK;
 }
@@ -242,7 +316,8 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
                                real *dgi_all, real *dbh, real *dbi, real *dh0, real *dc0,
                                const real *d_out, const real *d_h_n, const real *d_c_n,
                                const real *h_all, const real *c_all, const real *store,
-                               const int *lengths, const real *w_hh, gemm_t gemm)
+                               const int *lengths, const real *w_hh, gemm_t gemm,
+                               const float *pk_hh)
 {
     const int B = d->batch, T = d->steps, H = d->hidden, cell = d->cell;
     const int c = fr_chunk(d), GH = fr_gates(cell) * H, S = fr_store_width(cell, H);
@@ -296,7 +371,7 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
                 for (int k = 0; k < GH; k++) dbi[k] += gir[k];
         }
         /* dh_{t-1} = direct part (left in dh by the cell) + dG W_hh; carried rows add 0 */
-        FR(gemm_rm)(gemm, 0, 0, nb, H, GH, 1, gh, GH, w_hh, H, 1, dh, H);
+        FR(mul_w)(gemm, pk_hh, nb, H, GH, gh, GH, w_hh, 1, dh, H);
     }
     memcpy(dh0 + (size_t)b0 * H, dh, sizeof(real) * nb * H);
     if (lstm) memcpy(dc0 + (size_t)b0 * H, dc, sizeof(real) * nb * H);
@@ -326,8 +401,11 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
     real *dgh = ws;                                  /* (T,B,GH) loop order */
     real *dgi = separate ? dgh + dg : dgh;           /* (T,B,GH) time order */
     real *dbias = dgh + dg * (separate ? 2 : 1);     /* (nchunks, 2, GH) partial sums */
-    real *wthreads = dbias + (size_t)nchunks * 2 * GH;
+    real *packed = dbias + (size_t)nchunks * 2 * GH;
+    real *wthreads = packed + fr_packed_weights(d);
     const size_t per = (size_t)2 * fr_chunk(d) * H;
+    const float *pk_hh, *pk_ih;
+    FR(pack_weights)(d, packed, w_ih, w_hh, 1, &pk_hh, &pk_ih);
     /* the large GEMMs after the loop, cut in fixed blocks (deterministic for any thread
        count): dW_hh and dW_ih by blocks of gate rows, dX by blocks of (t, b) rows */
     const int rows = T * B, gblk = FR_GEMM_BLOCK_GATES, rblk = FR_GEMM_BLOCK_ROWS;
@@ -340,7 +418,7 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
         for (int j = 0; j < nchunks; j++)
             FR(backward_chunk)(d, j, w, dgh, dgi, dbias + (size_t)j * 2 * GH,
                                dbias + (size_t)j * 2 * GH + GH, dh0, dc0, d_out, d_h_n,
-                               d_c_n, h_all, c_all, store, lengths, w_hh, gemm);
+                               d_c_n, h_all, c_all, store, lengths, w_hh, gemm, pk_hh);
         /* implicit barrier: every dG row is written */
 #pragma omp for schedule(dynamic, 1) nowait
         for (int q = 0; q < 2 * ngb + nrb; q++) {
@@ -354,8 +432,8 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
                             dw_ih + (size_t)g0 * I, I);
             } else {                                 /* dX[r0:r1] (+)= dG W_ih */
                 const int r0 = (q - 2 * ngb) * rblk, nr = rows - r0 < rblk ? rows - r0 : rblk;
-                FR(gemm_rm)(gemm, 0, 0, nr, I, GH, 1, dgi + (size_t)r0 * GH, GH, w_ih, I,
-                            accumulate_dx ? 1 : 0, dx + (size_t)r0 * I, I);
+                FR(mul_w)(gemm, pk_ih, nr, I, GH, dgi + (size_t)r0 * GH, GH, w_ih,
+                          accumulate_dx, dx + (size_t)r0 * I, I);
             }
         }
 #pragma omp single

@@ -1,0 +1,26 @@
+/* kernels.h — fastrnn's own float32 GEMM for the products inside the recurrence.
+
+   Why: inside the time loop the same weight matrix meets a small block of rows at every
+   step; a BLAS call repacks the whole weight matrix each time (for LSTM H=128 that is
+   256 KB of traffic per 2 MFLOP). Here the weights are packed ONCE per call into
+   column panels and every step runs a register-blocked AVX-512 micro-kernel over them.
+   Only float32 and only on CPUs with AVX-512F (checked at run time); everything else
+   uses scipy's BLAS. */
+#ifndef FASTRNN_KERNELS_H
+#define FASTRNN_KERNELS_H
+#include <stddef.h>
+
+#define FR_NR 32   /* output columns per packed panel (two 16-float vectors) */
+
+/* 1 when the running CPU has AVX-512F and the kernel was compiled in. */
+int fr_kernel_available(void);
+/* Elements of a packed matrix with n output columns and k inner dimension. */
+size_t fr_packed_size(int n, int k);
+/* Pack W (n x k, row-major, ld ldw) for C = A W^T:  bp[p][kk][j] = W[p*NR+j][kk]. */
+void fr_pack_wt(float *bp, const float *w, int n, int k, int ldw);
+/* Pack W (k x n, row-major, ld ldw) for C = A W:    bp[p][kk][j] = W[kk][p*NR+j]. */
+void fr_pack_w(float *bp, const float *w, int k, int n, int ldw);
+/* C (m x n, ld ldc) = A (m x k, ld lda) . packed  (+ C when accumulate). */
+void fr_gemm_packed(int m, int n, int k, const float *a, int lda, const float *bp,
+                    int accumulate, float *c, int ldc);
+#endif
