@@ -38,7 +38,7 @@ class BuildExt(build_ext):
         if not openmp:
             print("fastrnn: compiler without OpenMP, building single-threaded", file=sys.stderr)
         for ext in self.extensions:
-            cflags = list(BASE_FLAGS)
+            cflags = list(BASE_FLAGS) + ["-fvisibility=hidden"]
             lflags = []
             if openmp:
                 cflags.append("-fopenmp")

@@ -12,7 +12,7 @@
 #include "instantiate.h"
 #else
 
-void FR(gru_step_forward)(int H, const real *xp, real *a, const real *b_ih,
+FR_CLONES void FR(gru_step_forward)(int H, const real *xp, real *a, const real *b_ih,
                           const real *b_hh, real *h, real *store)
 {
     /* inference: everything in the scratch row a (n overwrites hn element by element) */
@@ -28,7 +28,7 @@ void FR(gru_step_forward)(int H, const real *xp, real *a, const real *b_ih,
     for (int j = 0; j < H; j++) h[j] = n[j] + z[j] * (h[j] - n[j]);
 }
 
-void FR(gru_step_backward)(int H, const real *store, const real *h_prev,
+FR_CLONES void FR(gru_step_backward)(int H, const real *store, const real *h_prev,
                            real *dh, real *dgh, real *dgi)
 {
     const real *rg = store, *zg = store + H, *ng = store + 2 * H, *hn = store + 3 * H;

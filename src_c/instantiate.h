@@ -13,6 +13,15 @@
 #include <string.h>
 #include "fastrnn.h"
 
+/* The cell step functions are built twice, for baseline x86-64 and for AVX-512, and the
+   loader picks one per CPU (gcc's target_clones): the wheel stays portable while the gate
+   math runs 16 floats wide where it can. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(FR_NO_CLONES)
+#define FR_CLONES __attribute__((target_clones("avx512f", "default")))
+#else
+#define FR_CLONES
+#endif
+
 #define FR_CAT_(a, b) a##b
 #define FR_CAT(a, b) FR_CAT_(a, b)
 

@@ -4,14 +4,15 @@
      i = sigmoid(W_ii x + b_ii + W_hi h + b_hi)      f = sigmoid(... f rows ...)
      g = tanh(W_ig x + b_ig + W_hg h + b_hg)         o = sigmoid(... o rows ...)
      c' = f * c + i * g                              h' = o * tanh(c')
-   Stored for backward (S = 4H): the activated gates [i, f, g, o]; c lives in c_all.
+   Stored for backward (S = 5H): the activated gates [i, f, g, o] and tanh(c'), so
+   backward needs no transcendental; c lives in c_all.
    The recurrence itself (GEMMs, chunks, threads, lengths) is recurrence.c. */
 #ifndef FR_TEMPLATE
 #define FR_TEMPLATE "lstm.c"
 #include "instantiate.h"
 #else
 
-void FR(lstm_step_forward)(int H, const real *xp, real *a, const real *b_ih,
+FR_CLONES void FR(lstm_step_forward)(int H, const real *xp, real *a, const real *b_ih,
                            const real *b_hh, real *h, real *c, real *store)
 {
     const int GH = 4 * H;
@@ -24,18 +25,18 @@ void FR(lstm_step_forward)(int H, const real *xp, real *a, const real *b_ih,
     FR(vsigmoid)(gt + 3 * H, H);
     const real *ig = gt, *fg = gt + H, *gg = gt + 2 * H, *og = gt + 3 * H;
     for (int j = 0; j < H; j++) c[j] = fg[j] * c[j] + ig[j] * gg[j];
-    for (int j = 0; j < H; j++) h[j] = c[j];
-    FR(vtanh)(h, H);
-    for (int j = 0; j < H; j++) h[j] *= og[j];
+    real *tc = store ? store + 4 * H : h;
+    for (int j = 0; j < H; j++) tc[j] = c[j];
+    FR(vtanh)(tc, H);
+    for (int j = 0; j < H; j++) h[j] = og[j] * tc[j];
 }
 
-void FR(lstm_step_backward)(int H, const real *store, const real *c_prev, const real *c_t,
+FR_CLONES void FR(lstm_step_backward)(int H, const real *store, const real *c_prev, const real *c_t,
                             real *dh, real *dc, real *dgh, real *dgi)
 {
     const real *ig = store, *fg = store + H, *gg = store + 2 * H, *og = store + 3 * H;
-    real *tc = dgh + 3 * H;             /* tanh(c_t), overwritten below by d(o) */
-    for (int j = 0; j < H; j++) tc[j] = c_t[j];
-    FR(vtanh)(tc, H);
+    const real *tc = store + 4 * H;     /* tanh(c_t) */
+    (void)c_t;
     for (int j = 0; j < H; j++) {
         real t = tc[j], i = ig[j], f = fg[j], g = gg[j], o = og[j];
         real dct = dc[j] + dh[j] * o * (1 - t * t);

@@ -37,7 +37,6 @@ int fr_max_threads(void) { return 1; }
 /* Type-independent helpers: defined once, in the float pass. */
 #define FR_XBLOCK 32  /* steps whose input projection is one GEMM per chunk */
 #define FR_DEFAULT_CHUNK 16
-#define FR_GEMM_BLOCK_GATES 64   /* gate rows per block of the dW GEMMs */
 #define FR_GEMM_BLOCK_ROWS 512   /* (t, b) rows per block of the dX GEMM */
 #define FR_MIN_WORK 4.0e6        /* multiply-adds per thread below which threads don't pay */
 
@@ -45,7 +44,7 @@ int fr_gates(int cell) { return cell == FR_LSTM ? 4 : cell == FR_GRU ? 3 : 1; }
 
 int fr_store_width(int cell, int hidden)
 {
-    return (cell == FR_LSTM || cell == FR_GRU) ? 4 * hidden : 0;
+    return cell == FR_LSTM ? 5 * hidden : cell == FR_GRU ? 4 * hidden : 0;
 }
 
 static int fr_chunk(const fr_dims *d) { return d->chunk > 0 ? d->chunk : FR_DEFAULT_CHUNK; }
@@ -408,7 +407,11 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
     FR(pack_weights)(d, packed, w_ih, w_hh, 1, &pk_hh, &pk_ih);
     /* the large GEMMs after the loop, cut in fixed blocks (deterministic for any thread
        count): dW_hh and dW_ih by blocks of gate rows, dX by blocks of (t, b) rows */
-    const int rows = T * B, gblk = FR_GEMM_BLOCK_GATES, rblk = FR_GEMM_BLOCK_ROWS;
+    /* one block of gate rows per thread: each block repacks all of h_prev / x, so fewer
+       is better; the split does not change results (every element sums over all rows
+       in the same order whatever the blocks) */
+    const int rows = T * B, rblk = FR_GEMM_BLOCK_ROWS;
+    const int gblk = (GH + nt - 1) / nt;
     const int ngb = (GH + gblk - 1) / gblk, nrb = (rows + rblk - 1) / rblk;
     (void)nt;
 #pragma omp parallel num_threads(nt)

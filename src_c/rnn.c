@@ -8,7 +8,7 @@
 #include "instantiate.h"
 #else
 
-void FR(rnn_step_forward)(int H, int relu, const real *xp, real *a, const real *b_ih,
+FR_CLONES void FR(rnn_step_forward)(int H, int relu, const real *xp, real *a, const real *b_ih,
                           const real *b_hh, real *h)
 {
     for (int j = 0; j < H; j++) h[j] = xp[j] + a[j] + b_ih[j] + b_hh[j];
@@ -19,7 +19,7 @@ void FR(rnn_step_forward)(int H, int relu, const real *xp, real *a, const real *
     }
 }
 
-void FR(rnn_step_backward)(int H, int relu, const real *h_t, real *dh, real *dgh, real *dgi)
+FR_CLONES void FR(rnn_step_backward)(int H, int relu, const real *h_t, real *dh, real *dgh, real *dgi)
 {
     if (relu) {
         for (int j = 0; j < H; j++) dgh[j] = h_t[j] > 0 ? dh[j] : 0;

@@ -1,0 +1,328 @@
+"""Layer benchmark: fastrnn against PyTorch (and Keras where TensorFlow is installed).
+
+    python bench/layers.py                 # all sizes, cells, modes, 1 and 2 threads
+    python bench/layers.py --quick         # a short run (M size, 2 threads)
+    python bench/layers.py --sizes M --cells lstm --threads 2 --rounds 7
+
+Each contender runs in its own worker process (two OpenMP runtimes in one process make
+each other's idle threads spin), and the driver interleaves them round by round: in every
+round each contender times a few iterations of the same configuration, so noise on this
+shared machine hits all of them alike. Reported: medians over rounds.
+
+Modes: "inference" (forward only, no gradient state) and "train" (forward, a linear head
+on the last hidden state to 10 classes, softmax cross-entropy, backward, Adam update).
+GFLOP/s counts GEMM flops only: 2*B*(I+H)*G*H per layer per step, a training step as 3x
+the forward. The sgemm rate of scipy's BLAS (a large square product, same threads) is
+measured in the same run and each configuration is also shown as a fraction of it.
+"""
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import time
+
+import numpy as np
+
+SIZES = {  # batch, steps, inputs, hidden, layers
+    "S": (32, 50, 16, 64, 1),
+    "M": (64, 100, 32, 128, 1),
+    "L": (128, 200, 64, 256, 2),
+}
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+N_CLASSES = 10
+
+
+def gemm_flops(cell, size, mode):
+    B, T, I, H, L = SIZES[size]
+    G = GATES[cell]
+    f = sum(2.0 * B * ((I if k == 0 else H) + H) * G * H * T for k in range(L))
+    return f * (3 if mode == "train" else 1)
+
+
+# ------------------------------------------------------------------ contenders
+
+class FastRNN:
+    name = "fastrnn"
+
+    def __init__(self):
+        import fastrnn
+        self.fastrnn = fastrnn
+        self.models = {}
+
+    def threads(self, n):
+        self.fastrnn.set_num_threads(n)
+
+    def build(self, cell, size):
+        from fastrnn.dense import Dense
+        from fastrnn.layers import GRU, LSTM, RNN
+        from fastrnn.losses import softmax_cross_entropy
+        from fastrnn.optim import Adam
+        B, T, I, H, L = SIZES[size]
+        cls = {"lstm": LSTM, "gru": GRU, "rnn": RNN}[cell]
+        rnn = cls(I, H, num_layers=L, random_state=0)
+        head = Dense(H, N_CLASSES, random_state=0)
+        opt = Adam(lr=1e-3)
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(B, T, I)).astype(np.float32)
+        y = rng.integers(0, N_CLASSES, size=B)
+        params = {"rnn." + k: v for k, v in rnn.params.items()}
+        params.update({"head." + k: v for k, v in head.params.items()})
+        lstm = cell == "lstm"
+
+        def infer():
+            rnn.forward(X)
+
+        def train():
+            _, state = rnn.forward(X, training=True)
+            h_n = state[0] if lstm else state
+            logits = head.forward(h_n[-1], training=True)
+            _, d_logits = softmax_cross_entropy(logits, y)
+            d_last, g_head = head.backward(d_logits)
+            d_h_n = np.zeros_like(h_n)
+            d_h_n[-1] = d_last
+            _, g_rnn = rnn.backward(None, (d_h_n, None) if lstm else d_h_n)
+            grads = {"rnn." + k: v for k, v in g_rnn.items() if k in rnn.params}
+            grads.update({"head." + k: v for k, v in g_head.items()})
+            opt.step(params, grads)
+
+        return {"inference": infer, "train": train}
+
+
+class Torch:
+    name = "torch"
+
+    def __init__(self):
+        import torch
+        self.torch = torch
+        torch.manual_seed(0)
+
+    def threads(self, n):
+        self.torch.set_num_threads(n)
+
+    def build(self, cell, size):
+        torch = self.torch
+        B, T, I, H, L = SIZES[size]
+        cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
+        rnn = cls(I, H, num_layers=L, batch_first=True)
+        head = torch.nn.Linear(H, N_CLASSES)
+        opt = torch.optim.Adam(list(rnn.parameters()) + list(head.parameters()), lr=1e-3)
+        X = torch.randn(B, T, I)
+        y = torch.randint(0, N_CLASSES, (B,))
+        lstm = cell == "lstm"
+
+        def infer():
+            with torch.inference_mode():
+                rnn(X)
+
+        def train():
+            opt.zero_grad()
+            _, state = rnn(X)
+            h_n = state[0] if lstm else state
+            loss = torch.nn.functional.cross_entropy(head(h_n[-1]), y)
+            loss.backward()
+            opt.step()
+
+        return {"inference": infer, "train": train}
+
+
+class Keras:
+    name = "keras"
+
+    def __init__(self):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import tensorflow as tf
+        self.tf = tf
+
+    def threads(self, n):
+        # TensorFlow fixes its pools at first use; the worker is started per thread count
+        self.n = n
+
+    def build(self, cell, size):
+        tf = self.tf
+        B, T, I, H, L = SIZES[size]
+        layer = {"lstm": tf.keras.layers.LSTM, "gru": tf.keras.layers.GRU,
+                 "rnn": tf.keras.layers.SimpleRNN}[cell]
+        inp = tf.keras.Input((T, I), batch_size=B)
+        z = inp
+        for k in range(L):
+            z = layer(H, return_sequences=k < L - 1)(z)
+        out = tf.keras.layers.Dense(N_CLASSES)(z)
+        model = tf.keras.Model(inp, out)
+        opt = tf.keras.optimizers.Adam(1e-3)
+        loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        X = tf.random.normal((B, T, I))
+        y = tf.random.uniform((B,), 0, N_CLASSES, dtype=tf.int32)
+
+        @tf.function
+        def infer_step():
+            return model(X, training=False)
+
+        @tf.function
+        def train_step():
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, model(X, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+
+        return {"inference": lambda: infer_step(), "train": lambda: train_step()}
+
+
+CONTENDERS = {"fastrnn": FastRNN, "torch": Torch, "keras": Keras}
+
+
+def available(name):
+    mod = {"fastrnn": "fastrnn", "torch": "torch", "keras": "tensorflow"}[name]
+    import importlib.util
+    return importlib.util.find_spec(mod) is not None
+
+
+# ------------------------------------------------------------------ worker processes
+
+def _worker(name, threads, conn):
+    if name == "keras":
+        os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+        os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    c = CONTENDERS[name]()
+    c.threads(threads)
+    if name == "keras":
+        c.tf.config.threading.set_intra_op_parallelism_threads(threads)
+        c.tf.config.threading.set_inter_op_parallelism_threads(1)
+    built = {}
+    conn.send("ready")
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            break
+        cell, size, mode, iters = msg
+        key = (cell, size)
+        if key not in built:
+            built[key] = c.build(cell, size)
+            for _ in range(2):                      # warm-up (allocation, tracing)
+                built[key][mode]()
+        fn = built[key][mode]
+        times = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        conn.send(times)
+
+
+class Worker:
+    def __init__(self, name, threads):
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        env_threads = str(threads)
+        os.environ["OMP_NUM_THREADS"] = env_threads
+        self.proc = ctx.Process(target=_worker, args=(name, threads, child), daemon=True)
+        self.proc.start()
+        assert self.conn.recv() == "ready"
+        self.name = name
+
+    def run(self, cell, size, mode, iters):
+        self.conn.send((cell, size, mode, iters))
+        return self.conn.recv()
+
+    def close(self):
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.proc.join(timeout=10)
+
+
+def sgemm_rate(threads, n=2048, reps=5):
+    """GFLOP/s of scipy's sgemm on a large square product with `threads` BLAS threads."""
+    from scipy.linalg.blas import sgemm
+    try:
+        from threadpoolctl import threadpool_limits
+        ctx = threadpool_limits(threads, user_api="blas")
+    except ImportError:
+        ctx = None
+    a = np.asfortranarray(np.random.default_rng(0).normal(size=(n, n)).astype(np.float32))
+    sgemm(1.0, a, a)
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        sgemm(1.0, a, a)
+        ts.append(time.perf_counter() - t0)
+    if ctx is not None:
+        ctx.restore_original_limits()
+    return 2.0 * n ** 3 / np.median(ts) / 1e9
+
+
+# ------------------------------------------------------------------ driver
+
+def iters_for(size, mode):
+    return {"S": 20, "M": 8, "L": 2}[size] * (1 if mode == "train" else 2)
+
+
+def run(args):
+    names = [n for n in ("fastrnn", "torch", "keras") if available(n)]
+    missing = [n for n in ("torch", "keras") if n not in names]
+    for n in missing:
+        print(f"# {n} not installed: skipped")
+    results = []
+    for threads in args.threads:
+        rate = sgemm_rate(threads)
+        print(f"# scipy sgemm (2048^3, {threads} thread(s)): {rate:.1f} GFLOP/s", flush=True)
+        workers = {n: Worker(n, threads) for n in names}
+        try:
+            for size in args.sizes:
+                for cell in args.cells:
+                    for mode in args.modes:
+                        med = {}
+                        samples = {n: [] for n in names}
+                        for _ in range(args.rounds):
+                            for n in names:
+                                ts = workers[n].run(cell, size, mode, iters_for(size, mode))
+                                samples[n].append(float(np.median(ts)))
+                                time.sleep(0.02)   # let the other runtime's threads settle
+                        for n in names:
+                            med[n] = float(np.median(samples[n]))
+                        results.append(dict(threads=threads, size=size, cell=cell, mode=mode,
+                                            sgemm=rate, **{f"t_{n}": med[n] for n in names}))
+                        print_row(results[-1], names, flush=True)
+        finally:
+            for w in workers.values():
+                w.close()
+    return results, names
+
+
+HEADER_PRINTED = []
+
+
+def print_row(r, names, flush=False):
+    if not HEADER_PRINTED:
+        cols = ["thr", "size", "cell", "mode", "fastrnn ms", "seq/s", "GFLOP/s", "of sgemm"]
+        for n in names[1:]:
+            cols += [f"{n} ms", f"x vs {n}"]
+        print(" | ".join(cols))
+        HEADER_PRINTED.append(True)
+    B = SIZES[r["size"]][0]
+    t = r["t_fastrnn"]
+    gf = gemm_flops(r["cell"], r["size"], r["mode"]) / t / 1e9
+    row = [str(r["threads"]), r["size"], r["cell"], r["mode"], f"{t * 1e3:.2f}",
+           f"{B / t:,.0f}", f"{gf:.1f}", f"{gf / r['sgemm']:.0%}"]
+    for n in names[1:]:
+        row += [f"{r['t_' + n] * 1e3:.2f}", f"{r['t_' + n] / t:.2f}"]
+    print(" | ".join(row), flush=flush)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    p.add_argument("--cells", nargs="+", default=["lstm", "gru", "rnn"], choices=list(GATES))
+    p.add_argument("--modes", nargs="+", default=["inference", "train"],
+                   choices=["inference", "train"])
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--quick", action="store_true", help="M size, 2 threads, 3 rounds")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sizes, args.threads, args.rounds = ["M"], [2], 3
+    run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
