@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 SIZES = {  # batch, steps, inputs, hidden, layers
     "S": (32, 50, 16, 64, 1),
     "M": (64, 100, 32, 128, 1),
@@ -258,8 +260,8 @@ def iters_for(size, mode):
 
 
 def run(args):
-    names = [n for n in ("fastrnn", "torch", "keras") if available(n)]
-    missing = [n for n in ("torch", "keras") if n not in names]
+    names = [n for n in ("fastrnn", "torch", "keras") if available(n) and n in args.contenders]
+    missing = [n for n in ("torch", "keras") if n in args.contenders and not available(n)]
     for n in missing:
         print(f"# {n} not installed: skipped")
     results = []
@@ -277,7 +279,7 @@ def run(args):
                             for n in names:
                                 ts = workers[n].run(cell, size, mode, iters_for(size, mode))
                                 samples[n].append(float(np.median(ts)))
-                                time.sleep(0.02)   # let the other runtime's threads settle
+                                time.sleep(args.pause)  # let the other's idle threads sleep
                         for n in names:
                             med[n] = float(np.median(samples[n]))
                         results.append(dict(threads=threads, size=size, cell=cell, mode=mode,
@@ -317,6 +319,9 @@ def main(argv=None):
                    choices=["inference", "train"])
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--pause", type=float, default=0.2,
+                   help="seconds between contenders (idle OpenMP/Eigen threads spin a while)")
+    p.add_argument("--contenders", nargs="+", default=["fastrnn", "torch", "keras"])
     p.add_argument("--quick", action="store_true", help="M size, 2 threads, 3 rounds")
     args = p.parse_args(argv)
     if args.quick:

@@ -23,7 +23,7 @@ cdef extern from "fastrnn.h" nogil:
                                 double *a, int *lda, double *b, int *ldb, double *beta,
                                 double *c, int *ldc)
     ctypedef struct fr_dims:
-        int cell, batch, steps, input, hidden, reverse, n_threads, chunk, ld
+        int cell, batch, steps, input, hidden, reverse, n_threads, chunk, ld, batch_first
     int fr_gates(int cell)
     int fr_store_width(int cell, int hidden)
     size_t fr_forward_workspace(const fr_dims *d)
@@ -175,7 +175,7 @@ cdef void* _ptr(object a, str name, object dtype, Py_ssize_t need, bint writable
 
 
 cdef fr_dims _dims(str cell, int batch, int steps, int input_size, int hidden, bint reverse,
-                   int n_threads, int chunk, int ld) except *:
+                   int n_threads, int chunk, int ld, bint batch_first=False) except *:
     cdef fr_dims d
     if cell not in CELLS:
         raise ValueError(f"fastrnn core: unknown cell {cell!r}")
@@ -193,14 +193,15 @@ cdef fr_dims _dims(str cell, int batch, int steps, int input_size, int hidden, b
     d.n_threads = max(1, n_threads)
     d.chunk = chunk
     d.ld = ld
+    d.batch_first = 1 if batch_first else 0
     return d
 
 
 def workspace_sizes(str cell, int batch, int steps, int input_size, int hidden, bint reverse,
-                    int n_threads, int chunk):
+                    int n_threads, int chunk, bint batch_first=False):
     """(forward, backward) workspace sizes in elements."""
     cdef fr_dims d = _dims(cell, batch, steps, input_size, hidden, reverse, n_threads, chunk,
-                           hidden)
+                           hidden, batch_first)
     return fr_forward_workspace(&d), fr_backward_workspace(&d)
 
 
@@ -212,15 +213,19 @@ def store_width(str cell, int hidden):
 
 def forward(str cell, bint reverse, int n_threads, int chunk,
             out, Py_ssize_t col, h_n, c_n, h_all, c_all, store,
-            x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, ws):
-    """One layer-direction forward. out is (T, B, ld) and this direction writes columns
-    [col, col + H); training buffers h_all, c_all, store are None for inference."""
-    T, B, I = x.shape
+            x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, ws, bint batch_first=False):
+    """One layer-direction forward. x is (T, B, I), out (T, B, ld) — or (B, T, .) with
+    batch_first — and this direction writes columns [col, col + H) of out; training
+    buffers h_all, c_all, store are None for inference."""
+    if batch_first:
+        B, T, I = x.shape
+    else:
+        T, B, I = x.shape
     H = h0.shape[1]
     ld = out.shape[2]
     dtype = x.dtype
     _itemsize_of(dtype)
-    cdef fr_dims d = _dims(cell, B, T, I, H, reverse, n_threads, chunk, ld)
+    cdef fr_dims d = _dims(cell, B, T, I, H, reverse, n_threads, chunk, ld, batch_first)
     cdef bint lstm = d.cell == 0
     cdef int G = fr_gates(d.cell), S = fr_store_width(d.cell, H)
     cdef Py_ssize_t TB = <Py_ssize_t>T * B
@@ -278,14 +283,17 @@ def forward(str cell, bint reverse, int n_threads, int chunk,
 def backward(str cell, bint reverse, int n_threads, int chunk,
              dx, bint accumulate_dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0,
              d_out, Py_ssize_t col, d_h_n, d_c_n, h_all, c_all, store, x, lengths,
-             w_ih, w_hh, ws):
+             w_ih, w_hh, ws, bint batch_first=False):
     """One layer-direction backward; parameter gradients are ADDED to dw_*, db_*."""
-    T, B, I = x.shape
+    if batch_first:
+        B, T, I = x.shape
+    else:
+        T, B, I = x.shape
     H = dh0.shape[1]
     dtype = x.dtype
     _itemsize_of(dtype)
     ld = d_out.shape[2] if d_out is not None else H
-    cdef fr_dims d = _dims(cell, B, T, I, H, reverse, n_threads, chunk, ld)
+    cdef fr_dims d = _dims(cell, B, T, I, H, reverse, n_threads, chunk, ld, batch_first)
     cdef bint lstm = d.cell == 0
     cdef int G = fr_gates(d.cell), S = fr_store_width(d.cell, H)
     cdef Py_ssize_t TB = <Py_ssize_t>T * B

@@ -241,7 +241,8 @@ class _Recurrent:
         S = _core.store_width(self._core_cell, H)
         h_n = np.empty((L * D, B, H), dtype=self.dtype)
         c_n = np.empty((L * D, B, H), dtype=self.dtype) if lstm else None
-        inp = np.ascontiguousarray(X.transpose(1, 0, 2))      # (T, B, I) time-major
+        # everything stays batch-first: the core reads and writes (B, T, .) rows directly
+        inp = np.ascontiguousarray(X)
         caches, masks = [], []
         for k in range(L):
             mask = None
@@ -250,32 +251,54 @@ class _Recurrent:
                 mask = keep.astype(self.dtype) / self.dtype.type(1.0 - self.dropout)
                 inp = inp * mask
             masks.append(mask)
-            out = np.empty((T, B, D * H), dtype=self.dtype)
+            out = self._layer_output(k, (B, T, D * H), training)
             layer_cache = []
             for d in range(D):
                 idx, s = k * D + d, self._suffix(k, d)
                 fwd_ws, _ = _core.workspace_sizes(self._core_cell, B, T, inp.shape[2], H,
-                                                  d == 1, nt, chunk)
+                                                  d == 1, nt, chunk, True)
                 ws = self._ws.get("forward", fwd_ws, self.dtype)
-                h_all = np.empty((T + 1, B, H), dtype=self.dtype) if training else None
-                c_all = np.empty((T + 1, B, H), dtype=self.dtype) if training and lstm else None
-                store = np.empty((T, B, S), dtype=self.dtype) if training and S else None
+                h_all = c_all = store = None
+                if training:
+                    h_all = self._train_buffer(("h", k, d), (T + 1, B, H))
+                    c_all = self._train_buffer(("c", k, d), (T + 1, B, H)) if lstm else None
+                    store = self._train_buffer(("s", k, d), (T, B, S)) if S else None
                 _core.forward(self._core_cell, d == 1, nt, chunk, out, d * H, h_n[idx],
                               c_n[idx] if lstm else None, h_all, c_all, store, inp, lengths,
                               h0[idx], c0[idx] if lstm else None, params["weight_ih" + s],
                               params["weight_hh" + s], params["bias_ih" + s],
-                              params["bias_hh" + s], ws)
+                              params["bias_hh" + s], ws, True)
                 layer_cache.append((h_all, c_all, store))
             caches.append((inp, layer_cache))
             inp = out
         if training:
             self._cache = dict(caches=caches, masks=masks, lengths=lengths, params=params,
                                B=B, T=T)
-            self.last_dropout_masks_ = [m.transpose(1, 0, 2) for m in masks if m is not None]
+            self.last_dropout_masks_ = [m for m in masks if m is not None]
         else:
             self._cache = None
-        out = np.ascontiguousarray(inp.transpose(1, 0, 2))
-        return out, ((h_n, c_n) if lstm else h_n)
+        return inp, ((h_n, c_n) if lstm else h_n)
+
+    def _layer_output(self, k, shape, training):
+        """Output buffer of layer k: a new array for the last layer (it is returned);
+        below it, scratch reused across calls (kept per layer while training, since
+        backward reads it)."""
+        if k == self.num_layers - 1:
+            return np.empty(shape, dtype=self.dtype)
+        if training:
+            return self._train_buffer(("out", k), shape)
+        size = int(np.prod(shape))
+        return self._ws.get(("between", k % 2), size, self.dtype)[:size].reshape(shape)
+
+    def _train_buffer(self, key, shape):
+        """A buffer kept for backward, reused by the next training forward (no page
+        faults from fresh allocations on every step)."""
+        bufs = self.__dict__.setdefault("_train_bufs", {})
+        buf = bufs.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != self.dtype:
+            buf = np.empty(shape, dtype=self.dtype)
+            bufs[key] = buf
+        return buf
 
     __call__ = forward
 
@@ -300,15 +323,19 @@ class _Recurrent:
                  for name, shape in self.param_shapes().items()}
         dh0 = np.empty(state_shape, dtype=self.dtype)
         dc0 = np.empty(state_shape, dtype=self.dtype) if lstm else None
-        d_inp = None if d_out is None else np.ascontiguousarray(d_out.transpose(1, 0, 2))
+        d_inp = None if d_out is None else np.ascontiguousarray(d_out)
         for k in reversed(range(L)):
             inp, layer_cache = cache["caches"][k]
-            dx = np.empty(inp.shape, dtype=self.dtype)
+            if k == 0:
+                dx = np.empty(inp.shape, dtype=self.dtype)
+            else:
+                size = inp.size
+                dx = self._ws.get(("dx", k % 2), size, self.dtype)[:size].reshape(inp.shape)
             for d in range(D):
                 idx, s = k * D + d, self._suffix(k, d)
                 h_all, c_all, store = layer_cache[d]
                 _, bwd_ws = _core.workspace_sizes(self._core_cell, B, T, inp.shape[2], H,
-                                                  d == 1, nt, chunk)
+                                                  d == 1, nt, chunk, True)
                 ws = self._ws.get("backward", bwd_ws, self.dtype)
                 _core.backward(self._core_cell, d == 1, nt, chunk, dx, d == 1,
                                grads["weight_ih" + s], grads["weight_hh" + s],
@@ -317,14 +344,14 @@ class _Recurrent:
                                None if d_h_n is None else d_h_n[idx],
                                None if d_c_n is None else d_c_n[idx],
                                h_all, c_all, store, inp, lengths,
-                               params["weight_ih" + s], params["weight_hh" + s], ws)
+                               params["weight_ih" + s], params["weight_hh" + s], ws, True)
             if cache["masks"][k] is not None:
                 dx *= cache["masks"][k]
             d_inp = dx
         grads["h0"] = dh0
         if lstm:
             grads["c0"] = dc0
-        return np.ascontiguousarray(d_inp.transpose(1, 0, 2)), grads
+        return d_inp, grads
 
     def _split_d_state(self, d_state, shape):
         if d_state is None:
@@ -345,6 +372,7 @@ class _Recurrent:
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("_ws", None)
+        state.pop("_train_bufs", None)
         state["_cache"] = None
         return state
 

@@ -51,6 +51,7 @@ typedef struct {
     int n_threads;  /* OpenMP threads for the recurrence and BLAS threads outside it */
     int chunk;      /* samples per work item; fixed => results independent of n_threads */
     int ld;         /* row stride of out and d_out, >= H */
+    int batch_first;/* x, out, d_out, dx laid out (B,T,.) instead of (T,B,.) */
 } fr_dims;
 
 /* Gates per cell and values stored per (step, sample) for backward. */

@@ -68,7 +68,19 @@ static int fr_threads(const fr_dims *d)
     return nt < fr_nchunks(d) ? nt : fr_nchunks(d);
 }
 static int fr_xblock(const fr_dims *d) { return d->steps < FR_XBLOCK ? d->steps : FR_XBLOCK; }
-static int fr_separate_dgi(const fr_dims *d) { return d->cell == FR_GRU || d->reverse; }
+/* dG of the input pre-activation needs its own buffer, in the row order of x, unless
+   it equals the recurrent one in loop order (LSTM/RNN, forward direction, time-major) */
+static int fr_separate_dgi(const fr_dims *d)
+{
+    return d->cell == FR_GRU || d->reverse || d->batch_first;
+}
+
+/* Row of (time step t, sample b) in x, out, d_out, dx: batch-first (b, t) or
+   time-major (t, b). The recurrence's own buffers are always (loop step, sample). */
+static inline size_t fr_row(const fr_dims *d, int t, int b)
+{
+    return d->batch_first ? (size_t)b * d->steps + t : (size_t)t * d->batch + b;
+}
 
 static int fr_dims_ok(const fr_dims *d)
 {
@@ -236,7 +248,7 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
                 const int b = b0 + r, len = lengths[b], t = t0 + s;
                 real *dst = xg + ((size_t)s * nb + r) * I;
                 if (t < len)
-                    memcpy(dst, x + ((size_t)fr_time_index(d, t, len) * B + b) * I,
+                    memcpy(dst, x + fr_row(d, fr_time_index(d, t, len), b) * I,
                            sizeof(real) * I);
                 else
                     memset(dst, 0, sizeof(real) * I);
@@ -264,7 +276,7 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
                 default:
                     FR(rnn_step_forward)(H, cell == FR_RNN_RELU, xpr, ar, b_ih, b_hh, hr);
                 }
-                memcpy(out + ((size_t)fr_time_index(d, t, len) * B + b) * d->ld, hr,
+                memcpy(out + fr_row(d, fr_time_index(d, t, len), b) * d->ld, hr,
                        sizeof(real) * H);
             }
             if (h_all) memcpy(h_all + ((size_t)(t + 1) * B + b0) * H, h, sizeof(real) * nb * H);
@@ -279,7 +291,7 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
     for (int r = 0; r < nb; r++) {
         const int b = b0 + r;
         for (int tt = lengths[b]; tt < T; tt++)
-            memset(out + ((size_t)tt * B + b) * d->ld, 0, sizeof(real) * H);
+            memset(out + fr_row(d, tt, b) * d->ld, 0, sizeof(real) * H);
     }
     memcpy(h_n + (size_t)b0 * H, h, sizeof(real) * nb * H);
     if (lstm) memcpy(c_n + (size_t)b0 * H, cs, sizeof(real) * nb * H);
@@ -349,10 +361,10 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
             const int tt = fr_time_index(d, t, len);
             real *dhr = dh + (size_t)r * H;
             if (d_out) {
-                const real *dor = d_out + ((size_t)tt * B + b) * d->ld;
+                const real *dor = d_out + fr_row(d, tt, b) * d->ld;
                 for (int k = 0; k < H; k++) dhr[k] += dor[k];
             }
-            real *gir = separate ? dgi_all + ((size_t)tt * B + b) * GH : ghr;
+            real *gir = separate ? dgi_all + fr_row(d, tt, b) * GH : ghr;
             const size_t row = (size_t)t * B + b, next = (size_t)(t + 1) * B + b;
             switch (cell) {
             case FR_LSTM:
@@ -378,7 +390,7 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
         for (int r = 0; r < nb; r++) {
             const int b = b0 + r;
             for (int tt = lengths[b]; tt < T; tt++)
-                memset(dgi_all + ((size_t)tt * B + b) * GH, 0, sizeof(real) * GH);
+                memset(dgi_all + fr_row(d, tt, b) * GH, 0, sizeof(real) * GH);
         }
     }
 }
