@@ -11,6 +11,7 @@
    path) and with real = double (names end in _f64, used for gradient checks). */
 #include <math.h>
 #include <string.h>
+#include <stdlib.h>
 #include "fastrnn.h"
 
 /* The cell step functions are built twice, for baseline x86-64 and for AVX-512, and the

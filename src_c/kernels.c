@@ -55,16 +55,16 @@ int fr_kernel_available(void)
 
 /* one MR x NR tile; mr is a compile-time constant at every call site */
 static inline __attribute__((always_inline)) FR_AVX512 void
-fr_tile(const int mr, int k, const float *a, int lda, const float *bp, int accumulate,
-        float *c, int ldc, int nc)
+fr_tile(const int mr, int k, const float *a, size_t sai, size_t sak, const float *bp,
+        size_t ldb, int accumulate, float *c, int ldc, int nc)
 {
     fr_v16 acc0[FR_MR], acc1[FR_MR];
     for (int i = 0; i < mr; i++) { acc0[i] = (fr_v16){0}; acc1[i] = (fr_v16){0}; }
     for (int kk = 0; kk < k; kk++) {
-        const fr_v16 b0 = *(const fr_v16 *)(bp + (size_t)kk * FR_NR);
-        const fr_v16 b1 = *(const fr_v16 *)(bp + (size_t)kk * FR_NR + 16);
+        const fr_v16 b0 = *(const fr_v16 *)(bp + (size_t)kk * ldb);
+        const fr_v16 b1 = *(const fr_v16 *)(bp + (size_t)kk * ldb + 16);
         for (int i = 0; i < mr; i++) {
-            const float av = a[(size_t)i * lda + kk];
+            const float av = a[(size_t)i * sai + (size_t)kk * sak];
             acc0[i] += av * b0;
             acc1[i] += av * b1;
         }
@@ -86,30 +86,39 @@ fr_tile(const int mr, int k, const float *a, int lda, const float *bp, int accum
     }
 }
 
+/* All tiles of rows [0, m) against one panel of nc <= NR columns; A element (i, kk) at
+   a[i*sai + kk*sak], panel row kk at bp + kk*ldb. */
+static inline __attribute__((always_inline)) FR_AVX512 void
+fr_rows(int m, int k, const float *a, size_t sai, size_t sak, const float *bp, size_t ldb,
+        int accumulate, float *c, int ldc, int nc)
+{
+    int i = 0;
+    for (; i + FR_MR <= m; i += FR_MR)
+        fr_tile(FR_MR, k, a + (size_t)i * sai, sai, sak, bp, ldb, accumulate,
+                c + (size_t)i * ldc, ldc, nc);
+    const float *ai = a + (size_t)i * sai;
+    float *ci = c + (size_t)i * ldc;
+    switch (m - i) {   /* remainder rows, each with its own unrolled tile */
+    case 7: fr_tile(7, k, ai, sai, sak, bp, ldb, accumulate, ci, ldc, nc); break;
+    case 6: fr_tile(6, k, ai, sai, sak, bp, ldb, accumulate, ci, ldc, nc); break;
+    case 5: fr_tile(5, k, ai, sai, sak, bp, ldb, accumulate, ci, ldc, nc); break;
+    case 4: fr_tile(4, k, ai, sai, sak, bp, ldb, accumulate, ci, ldc, nc); break;
+    case 3: fr_tile(3, k, ai, sai, sak, bp, ldb, accumulate, ci, ldc, nc); break;
+    case 2: fr_tile(2, k, ai, sai, sak, bp, ldb, accumulate, ci, ldc, nc); break;
+    case 1: fr_tile(1, k, ai, sai, sak, bp, ldb, accumulate, ci, ldc, nc); break;
+    default: break;
+    }
+}
+
 static FR_AVX512 void fr_gemm_packed_avx512(int m, int n, int k, const float *a, int lda,
                                             const float *bp, int accumulate, float *c,
                                             int ldc)
 {
     const int np = (n + FR_NR - 1) / FR_NR;
     for (int p = 0; p < np; p++) {
-        const float *bpp = bp + (size_t)p * FR_NR * k;
         const int nc = n - p * FR_NR < FR_NR ? n - p * FR_NR : FR_NR;
-        float *cp = c + p * FR_NR;
-        int i = 0;
-        for (; i + FR_MR <= m; i += FR_MR)
-            fr_tile(FR_MR, k, a + (size_t)i * lda, lda, bpp, accumulate, cp + (size_t)i * ldc, ldc, nc);
-        const float *ai = a + (size_t)i * lda;
-        float *ci = cp + (size_t)i * ldc;
-        switch (m - i) {   /* remainder rows, each with its own unrolled tile */
-        case 7: fr_tile(7, k, ai, lda, bpp, accumulate, ci, ldc, nc); break;
-        case 6: fr_tile(6, k, ai, lda, bpp, accumulate, ci, ldc, nc); break;
-        case 5: fr_tile(5, k, ai, lda, bpp, accumulate, ci, ldc, nc); break;
-        case 4: fr_tile(4, k, ai, lda, bpp, accumulate, ci, ldc, nc); break;
-        case 3: fr_tile(3, k, ai, lda, bpp, accumulate, ci, ldc, nc); break;
-        case 2: fr_tile(2, k, ai, lda, bpp, accumulate, ci, ldc, nc); break;
-        case 1: fr_tile(1, k, ai, lda, bpp, accumulate, ci, ldc, nc); break;
-        default: break;
-        }
+        fr_rows(m, k, a, (size_t)lda, 1, bp + (size_t)p * FR_NR * k, FR_NR, accumulate,
+                c + p * FR_NR, ldc, nc);
     }
 }
 
@@ -119,8 +128,58 @@ void fr_gemm_packed(int m, int n, int k, const float *a, int lda, const float *b
     fr_gemm_packed_avx512(m, n, k, a, lda, bp, accumulate, c, ldc);
 }
 
+/* C (m x n) (+)= A^T B with A (K x m) and B (K x n) row-major, unpacked: the weight
+   gradients dW = dG^T X, whose inner dimension runs over all (step, sample) rows.
+   K is cut in blocks of FR_KC so a block of B's panel and of A's columns stay in L1
+   across the tiles; every element still sums its K terms in ascending order, so the
+   result does not depend on how callers split the rows of C. */
+#define FR_KC 128
+static FR_AVX512 void fr_gemm_tn_avx512(int m, int n, int K, const float *a, int lda,
+                                        const float *b, int ldb, int accumulate, float *c,
+                                        int ldc)
+{
+    const int np = (n + FR_NR - 1) / FR_NR;
+    for (int kb = 0; kb < K; kb += FR_KC) {
+        const int kc = K - kb < FR_KC ? K - kb : FR_KC;
+        const int acc = accumulate || kb > 0;
+        const float *ak = a + (size_t)kb * lda, *bk = b + (size_t)kb * ldb;
+        for (int i = 0; i < m; i += FR_MR) {
+            const int mr = m - i < FR_MR ? m - i : FR_MR;
+            for (int p = 0; p < np; p++) {
+                const int nc = n - p * FR_NR < FR_NR ? n - p * FR_NR : FR_NR;
+                if (nc == FR_NR) {
+                    fr_rows(mr, kc, ak + i, 1, (size_t)lda, bk + p * FR_NR, (size_t)ldb, acc,
+                            c + (size_t)i * ldc + p * FR_NR, ldc, nc);
+                } else {
+                    /* last, partial panel: copy it so vector loads stay inside B */
+                    float tmp[FR_KC * FR_NR];
+                    for (int kk = 0; kk < kc; kk++) {
+                        for (int j = 0; j < nc; j++)
+                            tmp[kk * FR_NR + j] = bk[(size_t)kk * ldb + p * FR_NR + j];
+                        for (int j = nc; j < FR_NR; j++) tmp[kk * FR_NR + j] = 0.0f;
+                    }
+                    fr_rows(mr, kc, ak + i, 1, (size_t)lda, tmp, FR_NR, acc,
+                            c + (size_t)i * ldc + p * FR_NR, ldc, nc);
+                }
+            }
+        }
+    }
+}
+
+void fr_gemm_tn(int m, int n, int K, const float *a, int lda, const float *b, int ldb,
+                int accumulate, float *c, int ldc)
+{
+    fr_gemm_tn_avx512(m, n, K, a, lda, b, ldb, accumulate, c, ldc);
+}
+
 #else
 int fr_kernel_available(void) { return 0; }
+void fr_gemm_tn(int m, int n, int K, const float *a, int lda, const float *b, int ldb,
+                int accumulate, float *c, int ldc)
+{
+    (void)m; (void)n; (void)K; (void)a; (void)lda; (void)b; (void)ldb; (void)accumulate;
+    (void)c; (void)ldc;
+}
 void fr_gemm_packed(int m, int n, int k, const float *a, int lda, const float *bp,
                     int accumulate, float *c, int ldc)
 {

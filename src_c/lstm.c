@@ -31,8 +31,10 @@ FR_CLONES void FR(lstm_step_forward)(int H, const real *xp, real *a, const real 
     for (int j = 0; j < H; j++) h[j] = og[j] * tc[j];
 }
 
-FR_CLONES void FR(lstm_step_backward)(int H, const real *store, const real *c_prev, const real *c_t,
-                            real *dh, real *dc, real *dgh, real *dgi)
+FR_CLONES void FR(lstm_step_backward)(int H, const real *restrict store,
+                                      const real *restrict c_prev, const real *c_t,
+                                      real *restrict dh, real *restrict dc,
+                                      real *restrict dgh, real *dgi)
 {
     const real *ig = store, *fg = store + H, *gg = store + 2 * H, *og = store + 3 * H;
     const real *tc = store + 4 * H;     /* tanh(c_t) */
@@ -47,7 +49,7 @@ FR_CLONES void FR(lstm_step_backward)(int H, const real *store, const real *c_pr
         dc[j] = dct * f;
         dh[j] = 0;                      /* all of dL/dh_{t-1} flows through W_hh */
     }
-    if (dgi != dgh) memcpy(dgi, dgh, sizeof(real) * 4 * H);
+    if (dgi != dgh) memcpy(dgi, dgh, sizeof(real) * 4 * H);   /* still in L1 */
 }
 
 #endif

@@ -182,6 +182,17 @@ static void FR(mul_w)(gemm_t gemm, const float *packed, int m, int n, int k, con
     FR(gemm_rm)(gemm, 0, 0, m, n, k, 1, A, lda, W, n, accumulate ? 1 : 0, C, ldc);
 }
 
+/* C (m x n) += A^T B with A (K x m), B (K x n): the weight gradients. fastrnn's kernel
+   for float32 on AVX-512 (no packing of the long inner dimension), else BLAS. */
+static void FR(mul_tn)(gemm_t gemm, int m, int n, int K, const real *A, int lda,
+                       const real *B, int ldb, real *C, int ldc)
+{
+#if FR_IS_FLOAT
+    if (fr_use_kernel()) { fr_gemm_tn(m, n, K, A, lda, B, ldb, 1, C, ldc); return; }
+#endif
+    FR(gemm_rm)(gemm, 1, 0, m, n, K, 1, A, lda, B, ldb, 1, C, ldc);
+}
+
 /* Packs the weights for the kernel into ws (float32 with the kernel available only);
    sets the four panels' addresses or leaves them NULL (then BLAS is used). */
 static void FR(pack_weights)(const fr_dims *d, real *ws, const real *w_ih, const real *w_hh,
@@ -208,6 +219,12 @@ static void FR(pack_weights)(const fr_dims *d, real *ws, const real *w_ih, const
 #else
     (void)d; (void)ws; (void)w_ih; (void)w_hh; (void)for_backward;
 #endif
+}
+
+/* acc[0:n) += x[0:n); an AVX-512 clone where the CPU has it (bias sums, d_out) */
+FR_CLONES static void FR(add_to)(real *restrict acc, const real *restrict x, int n)
+{
+    for (int k = 0; k < n; k++) acc[k] += x[k];
 }
 
 static int FR(chunk_steps)(const int *lengths, int b0, int nb)
@@ -360,10 +377,7 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
             }
             const int tt = fr_time_index(d, t, len);
             real *dhr = dh + (size_t)r * H;
-            if (d_out) {
-                const real *dor = d_out + fr_row(d, tt, b) * d->ld;
-                for (int k = 0; k < H; k++) dhr[k] += dor[k];
-            }
+            if (d_out) FR(add_to)(dhr, d_out + fr_row(d, tt, b) * d->ld, H);
             real *gir = separate ? dgi_all + fr_row(d, tt, b) * GH : ghr;
             const size_t row = (size_t)t * B + b, next = (size_t)(t + 1) * B + b;
             switch (cell) {
@@ -377,9 +391,8 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
             default:
                 FR(rnn_step_backward)(H, cell == FR_RNN_RELU, h_all + next * H, dhr, ghr, gir);
             }
-            for (int k = 0; k < GH; k++) dbh[k] += ghr[k];
-            if (separate)
-                for (int k = 0; k < GH; k++) dbi[k] += gir[k];
+            FR(add_to)(dbh, ghr, GH);
+            if (separate && d->cell == FR_GRU) FR(add_to)(dbi, gir, GH);
         }
         /* dh_{t-1} = direct part (left in dh by the cell) + dG W_hh; carried rows add 0 */
         FR(mul_w)(gemm, pk_hh, nb, H, GH, gh, GH, w_hh, 1, dh, H);
@@ -439,12 +452,10 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
         for (int q = 0; q < 2 * ngb + nrb; q++) {
             if (q < ngb) {                           /* dW_hh[g0:g1] += dG^T h_prev */
                 const int g0 = q * gblk, ng = GH - g0 < gblk ? GH - g0 : gblk;
-                FR(gemm_rm)(gemm, 1, 0, ng, H, rows, 1, dgh + g0, GH, h_all, H, 1,
-                            dw_hh + (size_t)g0 * H, H);
+                FR(mul_tn)(gemm, ng, H, rows, dgh + g0, GH, h_all, H, dw_hh + (size_t)g0 * H, H);
             } else if (q < 2 * ngb) {                /* dW_ih[g0:g1] += dG^T x */
                 const int g0 = (q - ngb) * gblk, ng = GH - g0 < gblk ? GH - g0 : gblk;
-                FR(gemm_rm)(gemm, 1, 0, ng, I, rows, 1, dgi + g0, GH, x, I, 1,
-                            dw_ih + (size_t)g0 * I, I);
+                FR(mul_tn)(gemm, ng, I, rows, dgi + g0, GH, x, I, dw_ih + (size_t)g0 * I, I);
             } else {                                 /* dX[r0:r1] (+)= dG W_ih */
                 const int r0 = (q - 2 * ngb) * rblk, nr = rows - r0 < rblk ? rows - r0 : rblk;
                 FR(mul_w)(gemm, pk_ih, nr, I, GH, dgi + (size_t)r0 * GH, GH, w_ih,
@@ -453,7 +464,8 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
         }
 #pragma omp single
         for (int j = 0; j < nchunks; j++) {
-            const real *ph = dbias + (size_t)j * 2 * GH, *pi = separate ? ph + GH : ph;
+            const real *ph = dbias + (size_t)j * 2 * GH;
+            const real *pi = d->cell == FR_GRU ? ph + GH : ph;   /* LSTM/RNN: dgi == dgh */
             for (int k = 0; k < GH; k++) db_hh[k] += ph[k];
             for (int k = 0; k < GH; k++) db_ih[k] += pi[k];
         }
