@@ -2,7 +2,8 @@
    Included once per real type; defined in lstm.c, gru.c and rnn.c, driven by
    recurrence.c. Each works on ONE sample's row of one step; H = hidden units.
 
-   forward:  xp (GH)  input projection W_ih x_t (bias not added)
+   forward:  xp (GH)  input projection W_ih x_t (bias not added), or NULL (LSTM/RNN) when
+                      a already includes it
              a  (GH)  recurrent product W_hh h_{t-1} (bias not added); used as scratch
              h, c (H) state, updated in place (c: LSTM only)
              store (S) values kept for backward, or NULL (inference)

@@ -26,6 +26,21 @@ void fr_pack_wt(float *bp, const float *w, int n, int k, int ldw)
     }
 }
 
+void fr_pack_wt2(float *bp, const float *w1, int k1, int ld1, const float *w2, int k2,
+                 int ld2, int n)
+{
+    const int np = (n + FR_NR - 1) / FR_NR, k = k1 + k2;
+    for (int p = 0; p < np; p++) {
+        float *dst = bp + (size_t)p * FR_NR * k;
+        for (int kk = 0; kk < k; kk++)
+            for (int j = 0; j < FR_NR; j++) {
+                const int col = p * FR_NR + j;
+                dst[(size_t)kk * FR_NR + j] = col >= n ? 0.0f
+                    : kk < k1 ? w1[(size_t)col * ld1 + kk] : w2[(size_t)col * ld2 + kk - k1];
+            }
+    }
+}
+
 void fr_pack_w(float *bp, const float *w, int k, int n, int ldw)
 {
     const int np = (n + FR_NR - 1) / FR_NR;

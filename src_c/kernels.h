@@ -18,6 +18,9 @@ int fr_kernel_available(void);
 size_t fr_packed_size(int n, int k);
 /* Pack W (n x k, row-major, ld ldw) for C = A W^T:  bp[p][kk][j] = W[p*NR+j][kk]. */
 void fr_pack_wt(float *bp, const float *w, int n, int k, int ldw);
+/* Pack [W1, W2] (n x (k1+k2), W1 (n x k1), W2 (n x k2)) for C = [A1, A2] [W1, W2]^T. */
+void fr_pack_wt2(float *bp, const float *w1, int k1, int ld1, const float *w2, int k2,
+                 int ld2, int n);
 /* Pack W (k x n, row-major, ld ldw) for C = A W:    bp[p][kk][j] = W[kk][p*NR+j]. */
 void fr_pack_w(float *bp, const float *w, int k, int n, int ldw);
 /* C (m x n, ld ldc) = A (m x k, ld lda) . packed  (+ C when accumulate). */

@@ -17,7 +17,11 @@ FR_CLONES void FR(lstm_step_forward)(int H, const real *xp, real *a, const real 
 {
     const int GH = 4 * H;
     real *gt = store ? store : a;       /* gates activated where backward will read them */
-    for (int j = 0; j < GH; j++) gt[j] = xp[j] + a[j] + b_ih[j] + b_hh[j];
+    if (xp) {
+        for (int j = 0; j < GH; j++) gt[j] = xp[j] + a[j] + b_ih[j] + b_hh[j];
+    } else {                            /* a already holds the input projection */
+        for (int j = 0; j < GH; j++) gt[j] = a[j] + b_ih[j] + b_hh[j];
+    }
     /* activate in place, then update the cell in a second pass: one fused loop ran at
        scalar speed (see shared/STYLE.md) */
     FR(vsigmoid)(gt, 2 * H);

@@ -102,7 +102,8 @@ static size_t fr_forward_per_thread(const fr_dims *d)
 {
     size_t c = (size_t)fr_chunk(d), K = (size_t)fr_xblock(d), H = (size_t)d->hidden;
     size_t GH = (size_t)fr_gates(d->cell) * H;
-    return fr_mul(fr_mul(K, c), (size_t)d->input + GH) + c * GH + 2 * c * H;
+    return fr_mul(fr_mul(K, c), (size_t)d->input + GH) + c * GH + 2 * c * H
+         + c * ((size_t)d->input + H);
 }
 
 /* packed float32 weights used by the kernel: W_hh then W_ih (see kernels.h) */
@@ -204,7 +205,13 @@ static void FR(pack_weights)(const fr_dims *d, real *ws, const real *w_ih, const
     if (!fr_use_kernel()) return;
     const int GH = fr_gates(d->cell) * d->hidden, H = d->hidden, I = d->input;
     float *p = ws;
-    if (!for_backward) {
+    if (!for_backward && d->cell != FR_GRU) {
+        /* one product per step: [x_t, h_{t-1}] [W_ih, W_hh]^T (GRU cannot: its n gate
+           needs the two halves apart) */
+        fr_pack_wt2(p, w_ih, I, I, w_hh, H, H, GH);
+        *pk_hh = p;
+        *pk_ih = NULL;
+    } else if (!for_backward) {
         fr_pack_wt(p, w_hh, GH, H, H);                 /* a = h W_hh^T  */
         fr_pack_wt(p + fr_packed_size(GH, H), w_ih, GH, I, I);   /* xp = x W_ih^T */
         *pk_hh = p;
@@ -234,7 +241,18 @@ static int FR(chunk_steps)(const int *lengths, int b0, int nb)
     return tc;
 }
 
-/* Runs samples [j*c, j*c + nb) through all their steps. w: this thread's workspace. */
+/* rows of H values between buffers of different row strides */
+static void FR(copy_rows)(real *dst, int ldd, const real *src, int lds, int nb, int H)
+{
+    if (ldd == H && lds == H) { memcpy(dst, src, sizeof(real) * nb * H); return; }
+    for (int r = 0; r < nb; r++)
+        memcpy(dst + (size_t)r * ldd, src + (size_t)r * lds, sizeof(real) * H);
+}
+
+/* Runs samples [j*c, j*c + nb) through all their steps. w: this thread's workspace.
+   fused (LSTM/RNN with the kernel): each step is ONE product [x_t, h] W_cat^T, with h
+   kept in the right-hand columns of the row buffer xh; otherwise the input projection of
+   a block of steps is one product and h W_hh^T another per step. */
 static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real *h_n,
                               real *c_n, real *h_all, real *c_all, real *store,
                               const real *x, const int *lengths, const real *h0,
@@ -246,42 +264,61 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
     const int c = fr_chunk(d), GH = fr_gates(cell) * H, S = fr_store_width(cell, H);
     const int K = fr_xblock(d), b0 = j * c, nb = B - b0 < c ? B - b0 : c;
     const int lstm = cell == FR_LSTM;
+    const int fused = pk_hh != NULL && pk_ih == NULL;
     real *xg = w;                               /* (K*nb, I)  gathered inputs, loop order */
     real *xp = xg + (size_t)K * c * I;          /* (K*nb, GH) their projections */
     real *a = xp + (size_t)K * c * GH;          /* (nb, GH)   recurrent product */
-    real *h = a + (size_t)c * GH;               /* (nb, H)    running state */
-    real *cs = h + (size_t)c * H;               /* (nb, H)    running cell (LSTM) */
+    real *hbuf = a + (size_t)c * GH;            /* (nb, H)    running state */
+    real *cs = hbuf + (size_t)c * H;            /* (nb, H)    running cell (LSTM) */
+    real *xh = cs + (size_t)c * H;              /* (nb, I+H)  [x_t, h] when fused */
+    const int ldh = fused ? I + H : H;          /* row stride of the running state */
+    real *h = fused ? xh + I : hbuf;
     const int Tc = FR(chunk_steps)(lengths, b0, nb);
 
-    memcpy(h, h0 + (size_t)b0 * H, sizeof(real) * nb * H);
+    FR(copy_rows)(h, ldh, h0 + (size_t)b0 * H, H, nb, H);
     if (lstm) memcpy(cs, c0 + (size_t)b0 * H, sizeof(real) * nb * H);
-    if (h_all) memcpy(h_all + (size_t)b0 * H, h, sizeof(real) * nb * H);
+    if (h_all) FR(copy_rows)(h_all + (size_t)b0 * H, H, h, ldh, nb, H);
     if (c_all) memcpy(c_all + (size_t)b0 * H, cs, sizeof(real) * nb * H);
 
     for (int t0 = 0; t0 < Tc; t0 += K) {
         const int kb = Tc - t0 < K ? Tc - t0 : K;
-        for (int s = 0; s < kb; s++) {
-            for (int r = 0; r < nb; r++) {
-                const int b = b0 + r, len = lengths[b], t = t0 + s;
-                real *dst = xg + ((size_t)s * nb + r) * I;
-                if (t < len)
-                    memcpy(dst, x + fr_row(d, fr_time_index(d, t, len), b) * I,
-                           sizeof(real) * I);
-                else
-                    memset(dst, 0, sizeof(real) * I);
+        if (!fused) {
+            for (int s = 0; s < kb; s++) {
+                for (int r = 0; r < nb; r++) {
+                    const int b = b0 + r, len = lengths[b], t = t0 + s;
+                    real *dst = xg + ((size_t)s * nb + r) * I;
+                    if (t < len)
+                        memcpy(dst, x + fr_row(d, fr_time_index(d, t, len), b) * I,
+                               sizeof(real) * I);
+                    else
+                        memset(dst, 0, sizeof(real) * I);
+                }
             }
+            FR(mul_wt)(gemm, pk_ih, kb * nb, GH, I, xg, I, w_ih, 0, xp, GH);
         }
-        FR(mul_wt)(gemm, pk_ih, kb * nb, GH, I, xg, I, w_ih, 0, xp, GH);
 
         for (int s = 0; s < kb; s++) {
             const int t = t0 + s;
-            FR(mul_wt)(gemm, pk_hh, nb, GH, H, h, H, w_hh, 0, a, GH);
+            if (fused) {
+                for (int r = 0; r < nb; r++) {
+                    const int b = b0 + r, len = lengths[b];
+                    real *dst = xh + (size_t)r * ldh;
+                    if (t < len)
+                        memcpy(dst, x + fr_row(d, fr_time_index(d, t, len), b) * I,
+                               sizeof(real) * I);
+                    else
+                        memset(dst, 0, sizeof(real) * I);
+                }
+                FR(mul_wt)(gemm, pk_hh, nb, GH, I + H, xh, ldh, NULL, 0, a, GH);
+            } else {
+                FR(mul_wt)(gemm, pk_hh, nb, GH, H, h, H, w_hh, 0, a, GH);
+            }
             real *st = store ? store + ((size_t)t * B + b0) * S : NULL;
             for (int r = 0; r < nb; r++) {
                 const int b = b0 + r, len = lengths[b];
                 if (t >= len) continue;         /* carried: state unchanged */
-                const real *xpr = xp + ((size_t)s * nb + r) * GH;
-                real *ar = a + (size_t)r * GH, *hr = h + (size_t)r * H;
+                const real *xpr = fused ? NULL : xp + ((size_t)s * nb + r) * GH;
+                real *ar = a + (size_t)r * GH, *hr = h + (size_t)r * ldh;
                 real *str = st ? st + (size_t)r * S : NULL;
                 switch (cell) {
                 case FR_LSTM:
@@ -296,13 +333,13 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
                 memcpy(out + fr_row(d, fr_time_index(d, t, len), b) * d->ld, hr,
                        sizeof(real) * H);
             }
-            if (h_all) memcpy(h_all + ((size_t)(t + 1) * B + b0) * H, h, sizeof(real) * nb * H);
+            if (h_all) FR(copy_rows)(h_all + ((size_t)(t + 1) * B + b0) * H, H, h, ldh, nb, H);
             if (c_all) memcpy(c_all + ((size_t)(t + 1) * B + b0) * H, cs, sizeof(real) * nb * H);
         }
     }
     /* steps no sample of this chunk takes: state carried (kept finite for the dW_hh GEMM) */
     for (int t = Tc; t < T; t++) {
-        if (h_all) memcpy(h_all + ((size_t)(t + 1) * B + b0) * H, h, sizeof(real) * nb * H);
+        if (h_all) FR(copy_rows)(h_all + ((size_t)(t + 1) * B + b0) * H, H, h, ldh, nb, H);
         if (c_all) memcpy(c_all + ((size_t)(t + 1) * B + b0) * H, cs, sizeof(real) * nb * H);
     }
     for (int r = 0; r < nb; r++) {
@@ -310,7 +347,7 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
         for (int tt = lengths[b]; tt < T; tt++)
             memset(out + fr_row(d, tt, b) * d->ld, 0, sizeof(real) * H);
     }
-    memcpy(h_n + (size_t)b0 * H, h, sizeof(real) * nb * H);
+    FR(copy_rows)(h_n + (size_t)b0 * H, H, h, ldh, nb, H);
     if (lstm) memcpy(c_n + (size_t)b0 * H, cs, sizeof(real) * nb * H);
 }
 

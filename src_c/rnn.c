@@ -11,7 +11,11 @@
 FR_CLONES void FR(rnn_step_forward)(int H, int relu, const real *xp, real *a, const real *b_ih,
                           const real *b_hh, real *h)
 {
-    for (int j = 0; j < H; j++) h[j] = xp[j] + a[j] + b_ih[j] + b_hh[j];
+    if (xp) {
+        for (int j = 0; j < H; j++) h[j] = xp[j] + a[j] + b_ih[j] + b_hh[j];
+    } else {                            /* a already holds the input projection */
+        for (int j = 0; j < H; j++) h[j] = a[j] + b_ih[j] + b_hh[j];
+    }
     if (relu) {
         for (int j = 0; j < H; j++) h[j] = h[j] > 0 ? h[j] : 0;
     } else {
