@@ -13,16 +13,24 @@
 
 size_t fr_packed_size(int n, int k) { return (size_t)((n + FR_NR - 1) / FR_NR) * FR_NR * k; }
 
+/* One panel: rows [col0, col0+nc) of W (each k1 long, ld ldw) into columns of dst
+   (k1 x NR, ld NR). Reads each W row contiguously. */
+static void fr_pack_panel_rows(float *dst, const float *w, int ldw, int col0, int nc, int k1)
+{
+    for (int j = 0; j < nc; j++) {
+        const float *src = w + (size_t)(col0 + j) * ldw;
+        for (int kk = 0; kk < k1; kk++) dst[(size_t)kk * FR_NR + j] = src[kk];
+    }
+    for (int j = nc; j < FR_NR; j++)
+        for (int kk = 0; kk < k1; kk++) dst[(size_t)kk * FR_NR + j] = 0.0f;
+}
+
 void fr_pack_wt(float *bp, const float *w, int n, int k, int ldw)
 {
     const int np = (n + FR_NR - 1) / FR_NR;
     for (int p = 0; p < np; p++) {
-        float *dst = bp + (size_t)p * FR_NR * k;
-        for (int kk = 0; kk < k; kk++)
-            for (int j = 0; j < FR_NR; j++) {
-                const int col = p * FR_NR + j;
-                dst[(size_t)kk * FR_NR + j] = col < n ? w[(size_t)col * ldw + kk] : 0.0f;
-            }
+        const int nc = n - p * FR_NR < FR_NR ? n - p * FR_NR : FR_NR;
+        fr_pack_panel_rows(bp + (size_t)p * FR_NR * k, w, ldw, p * FR_NR, nc, k);
     }
 }
 
@@ -31,13 +39,10 @@ void fr_pack_wt2(float *bp, const float *w1, int k1, int ld1, const float *w2, i
 {
     const int np = (n + FR_NR - 1) / FR_NR, k = k1 + k2;
     for (int p = 0; p < np; p++) {
+        const int nc = n - p * FR_NR < FR_NR ? n - p * FR_NR : FR_NR;
         float *dst = bp + (size_t)p * FR_NR * k;
-        for (int kk = 0; kk < k; kk++)
-            for (int j = 0; j < FR_NR; j++) {
-                const int col = p * FR_NR + j;
-                dst[(size_t)kk * FR_NR + j] = col >= n ? 0.0f
-                    : kk < k1 ? w1[(size_t)col * ld1 + kk] : w2[(size_t)col * ld2 + kk - k1];
-            }
+        fr_pack_panel_rows(dst, w1, ld1, p * FR_NR, nc, k1);
+        fr_pack_panel_rows(dst + (size_t)k1 * FR_NR, w2, ld2, p * FR_NR, nc, k2);
     }
 }
 
@@ -125,12 +130,52 @@ fr_rows(int m, int k, const float *a, size_t sai, size_t sak, const float *bp, s
     }
 }
 
+/* mr (< 4) rows against four full panels at once: with one or two rows a single panel
+   leaves only 2-4 FMA chains, and the FMA latency, not the loads, would set the pace. */
+static inline __attribute__((always_inline)) FR_AVX512 void
+fr_tile_few(const int mr, int k, const float *a, int lda, const float *bp, int accumulate,
+            float *c, int ldc)
+{
+    fr_v16 acc[3][8];
+    for (int i = 0; i < mr; i++)
+        for (int q = 0; q < 8; q++) acc[i][q] = (fr_v16){0};
+    const size_t ps = (size_t)FR_NR * k;          /* distance between panels */
+    for (int kk = 0; kk < k; kk++) {
+        fr_v16 b[8];
+        for (int q = 0; q < 8; q++)
+            b[q] = *(const fr_v16 *)(bp + (q >> 1) * ps + (size_t)kk * FR_NR + (q & 1) * 16);
+        for (int i = 0; i < mr; i++) {
+            const float av = a[(size_t)i * lda + kk];
+            for (int q = 0; q < 8; q++) acc[i][q] += av * b[q];
+        }
+    }
+    for (int i = 0; i < mr; i++)
+        for (int q = 0; q < 8; q++) {
+            fr_v16 *cq = (fr_v16 *)(c + (size_t)i * ldc + (q >> 1) * FR_NR + (q & 1) * 16);
+            if (accumulate) *cq += acc[i][q];
+            else *cq = acc[i][q];
+        }
+}
+
 static FR_AVX512 void fr_gemm_packed_avx512(int m, int n, int k, const float *a, int lda,
                                             const float *bp, int accumulate, float *c,
                                             int ldc)
 {
     const int np = (n + FR_NR - 1) / FR_NR;
-    for (int p = 0; p < np; p++) {
+    int p0 = 0;
+    if (m < 4) {
+        for (; p0 + 4 <= n / FR_NR; p0 += 4) {
+            const float *bpp = bp + (size_t)p0 * FR_NR * k;
+            float *cp = c + p0 * FR_NR;
+            switch (m) {
+            case 3: fr_tile_few(3, k, a, lda, bpp, accumulate, cp, ldc); break;
+            case 2: fr_tile_few(2, k, a, lda, bpp, accumulate, cp, ldc); break;
+            case 1: fr_tile_few(1, k, a, lda, bpp, accumulate, cp, ldc); break;
+            default: break;
+            }
+        }
+    }
+    for (int p = p0; p < np; p++) {
         const int nc = n - p * FR_NR < FR_NR ? n - p * FR_NR : FR_NR;
         fr_rows(m, k, a, (size_t)lda, 1, bp + (size_t)p * FR_NR * k, FR_NR, accumulate,
                 c + p * FR_NR, ldc, nc);
