@@ -324,10 +324,18 @@ def main(argv=None):
                    help="seconds between contenders (idle OpenMP/Eigen threads spin a while)")
     p.add_argument("--contenders", nargs="+", default=["fastrnn", "torch", "keras"])
     p.add_argument("--quick", action="store_true", help="M size, 2 threads, 3 rounds")
+    p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.threads, args.rounds = ["M"], [2], 3
-    run(args)
+    results, names = run(args)
+    if args.json:
+        import json
+        import platform
+        meta = {"machine": platform.processor() or platform.machine(),
+                "cpus": os.cpu_count(), "contenders": names, "command": " ".join(sys.argv)}
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":
