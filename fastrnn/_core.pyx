@@ -222,17 +222,18 @@ def forward(str cell, bint reverse, int n_threads, int chunk,
     else:
         T, B, I = x.shape
     H = h0.shape[1]
-    ld = out.shape[2]
+    ld = out.shape[2] if out is not None else H
     dtype = x.dtype
     _itemsize_of(dtype)
     cdef fr_dims d = _dims(cell, B, T, I, H, reverse, n_threads, chunk, ld, batch_first)
     cdef bint lstm = d.cell == 0
     cdef int G = fr_gates(d.cell), S = fr_store_width(d.cell, H)
     cdef Py_ssize_t TB = <Py_ssize_t>T * B
-    if col < 0 or col + H > ld:
+    if out is not None and (col < 0 or col + H > ld):
         raise ValueError("fastrnn core: column offset out of range")
-    cdef char *po = <char*>_ptr(out, 'out', dtype, TB * ld, True)
-    po += col * (4 if dtype == np.float32 else 8)
+    cdef char *po = <char*>_ptr(out, 'out', dtype, TB * ld, True, True)
+    if po != NULL:
+        po += col * (4 if dtype == np.float32 else 8)
     cdef void *ph_n = _ptr(h_n, 'h_n', dtype, B * H, True)
     cdef void *pc_n = _ptr(c_n, 'c_n', dtype, B * H, True, not lstm)
     cdef bint training = h_all is not None

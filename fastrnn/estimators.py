@@ -353,7 +353,8 @@ class _RecurrentEstimator:
 
     def _features(self, Xb, lengths, training, nt):
         """Final hidden state of the last layer, both directions: (batch, D*H)."""
-        _, state = self.rnn_.forward(Xb, lengths, training=training, n_threads=nt)
+        _, state = self.rnn_.forward(Xb, lengths, training=training, n_threads=nt,
+                                     return_sequences=False)
         h_n = state[0] if isinstance(state, tuple) else state
         D = 2 if self.rnn_.bidirectional else 1
         last = h_n[-D:]                                   # (D, B, H)

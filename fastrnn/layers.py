@@ -16,11 +16,14 @@ import threading
 import numpy as np
 
 from . import _core
+from ._memory import BLAS_INT_MAX, CHECK_ABOVE, check_memory
 from ._threads import get_num_threads
 
 __all__ = ["LSTM", "GRU", "RNN"]
 
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+_STORE = {"lstm": 5, "gru": 4, "rnn": 0}   # values kept per step for backward, x hidden
+_MAX_THREADS = 1 << 10
 
 
 def _check_positive_int(value, name, upper=None):
@@ -64,9 +67,36 @@ def _resolve_threads(n_threads):
         return get_num_threads()
     if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
         raise TypeError(f"n_threads must be an integer or None, got {type(n_threads).__name__}")
-    if n_threads < 1:
-        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+    if n_threads < 1 or n_threads > _MAX_THREADS:
+        raise ValueError(f"n_threads must lie in [1, {_MAX_THREADS}], got {n_threads}")
     return int(n_threads)
+
+
+def param_count(cell, input_size, hidden_size, num_layers=1, num_directions=1):
+    """Number of parameters of a recurrent stack (cell 'lstm', 'gru' or 'rnn')."""
+    G, H, D = _GATES[cell], hidden_size, num_directions
+    first = G * H * (input_size + H + 2)
+    deeper = G * H * (D * H + H + 2)
+    return D * (first + (num_layers - 1) * deeper)
+
+
+def call_bytes(cell, input_size, hidden_size, num_layers, num_directions, batch, steps,
+               itemsize, training, return_sequences=True):
+    """Bytes one forward call allocates (with training=True: also what the following
+    backward does), to refuse calls that cannot fit before allocating anything."""
+    G, H, L, D, B, T = (_GATES[cell], hidden_size, num_layers, num_directions, batch,
+                        steps)
+    seq = B * T * D * H                          # one layer's output sequence
+    n = seq if return_sequences else 0
+    n += 2 * param_count(cell, input_size, H, L, D)   # packed weights of the kernel
+    if training:
+        n += (L - 1) * seq * 3                   # kept outputs, dropout masks and inputs
+        per = (T + 1) * B * H * (2 if cell == "lstm" else 1) + T * B * _STORE[cell] * H
+        n += L * D * per                         # h_all, c_all, stored gates
+        n += 2 * T * B * G * H + 2 * B * T * max(input_size, D * H)  # backward: dG, dX
+    elif L > 1:
+        n += min(L - 1, 2) * seq                 # scratch between layers
+    return n * itemsize
 
 
 def _chunk_size(batch):
@@ -109,6 +139,7 @@ class _Recurrent:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         self.dropout = float(dropout)
         self.dtype = _check_dtype(dtype)
+        self._check_param_memory()
         self.rng = np.random.default_rng(random_state)
         self.params = self._init_params()
         self.last_dropout_masks_ = []
@@ -146,6 +177,66 @@ class _Recurrent:
                 shapes["bias_ih" + s] = (GH,)
                 shapes["bias_hh" + s] = (GH,)
         return shapes
+
+    def _check_param_memory(self):
+        """MemoryError before allocating parameters that cannot fit (the float64 draw of
+        the largest one included)."""
+        shapes = self.param_shapes().values()
+        sizes = [int(np.prod(shape)) for shape in shapes]
+        nbytes = sum(sizes) * self.dtype.itemsize + max(sizes) * 8
+        check_memory(nbytes, f"{type(self).__name__}(input_size={self.input_size}, "
+                             f"hidden_size={self.hidden_size}, num_layers="
+                             f"{self.num_layers}, bidirectional={self.bidirectional}) with "
+                             f"{sum(sizes)} parameters",
+                     "reduce hidden_size or num_layers")
+
+    def _check_call_size(self, B, T, training, return_sequences):
+        """The largest batch one call of the core takes for T steps: its row counts and
+        32-bit BLAS sizes hold steps * batch * gates * hidden_size, which must stay below
+        2**31. Refuses a training call above it (inference is split instead), and a call
+        whose buffers cannot fit in memory."""
+        G, H = self._gate_count, self.hidden_size
+        per_sample = T * G * H
+        if per_sample > BLAS_INT_MAX:
+            raise ValueError(f"X has {T} steps: steps * gates * hidden_size = {T} * {G} * "
+                             f"{H} = {per_sample} exceeds 2**31 - 1, the largest size "
+                             f"32-bit BLAS can index; use shorter sequences or a smaller "
+                             f"hidden_size")
+        max_batch = BLAS_INT_MAX // per_sample
+        if training and B > max_batch:
+            raise ValueError(f"X holds {B} sequences of {T} steps: batch * steps * gates * "
+                             f"hidden_size = {B * per_sample} exceeds 2**31 - 1, the "
+                             f"largest size 32-bit BLAS can index; train on at most "
+                             f"{max_batch} sequences per call (batch_size)")
+        nbytes = call_bytes(self._cell.split("_")[0], self.input_size, H, self.num_layers,
+                            self.num_directions, B, T, self.dtype.itemsize, training,
+                            return_sequences)
+        if nbytes >= CHECK_ABOVE:
+            held = sum(b.nbytes for b in self.__dict__.get("_train_bufs", {}).values())
+            held += sum(b.nbytes for b in self._ws.buffers.values())
+            check_memory(nbytes - held,
+                         f"{type(self).__name__}.forward(training={bool(training)}) on "
+                         f"{B} sequences of {T} steps with hidden_size={H}",
+                         "pass fewer sequences per call" + (" (batch_size)" if training
+                                                            else ""))
+        return max_batch
+
+    def _forward_in_parts(self, X, lengths, h0, c0, part, n_threads, return_sequences):
+        """Inference over a batch too large for one core call: consecutive slices of at
+        most `part` samples (samples are independent, so results are unchanged)."""
+        outs, hs, cs = [], [], []
+        for s in range(0, X.shape[0], part):
+            sl = slice(s, s + part)
+            out, state = self.forward(X[sl], lengths[sl], h0[:, sl],
+                                      None if c0 is None else c0[:, sl], training=False,
+                                      n_threads=n_threads, return_sequences=return_sequences)
+            outs.append(out)
+            hs.append(state[0] if c0 is not None else state)
+            if c0 is not None:
+                cs.append(state[1])
+        out = np.concatenate(outs, axis=0) if return_sequences else None
+        h_n = np.concatenate(hs, axis=1)
+        return out, ((h_n, np.concatenate(cs, axis=1)) if c0 is not None else h_n)
 
     def _init_params(self):
         # PyTorch's default: every parameter ~ U(-1/sqrt(H), 1/sqrt(H))
@@ -218,14 +309,17 @@ class _Recurrent:
         return arr
 
     # ------------------------------------------------------------ forward / backward
-    def forward(self, X, lengths=None, h0=None, c0=None, training=False, n_threads=None):
+    def forward(self, X, lengths=None, h0=None, c0=None, training=False, n_threads=None,
+                return_sequences=True):
         """Run the layer. X: (batch, steps, input_size), batch first.
 
         Returns ``out`` (batch, steps, num_directions * hidden_size) and the final state:
         h_n (num_layers * num_directions, batch, hidden_size), or (h_n, c_n) for LSTM.
         With ``training=True`` dropout is applied between layers and what `backward`
         needs is kept; otherwise only the running state is (inference).
-        ``n_threads`` overrides fastrnn.get_num_threads() for this call."""
+        ``n_threads`` overrides fastrnn.get_num_threads() for this call. With
+        ``return_sequences=False`` the last layer's outputs are not materialised and
+        ``out`` is None (the final state is all that is returned)."""
         X = self._check_X(X)
         B, T, _ = X.shape
         lengths = self._check_lengths(lengths, B, T)
@@ -238,6 +332,10 @@ class _Recurrent:
         params = self._checked_params()
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         nt, chunk = _resolve_threads(n_threads), _chunk_size(B)
+        max_batch = self._check_call_size(B, T, training, return_sequences)
+        if B > max_batch:   # inference only: refused above when training
+            return self._forward_in_parts(X, lengths, h0, c0 if lstm else None, max_batch,
+                                          nt, return_sequences)
         S = _core.store_width(self._core_cell, H)
         h_n = np.empty((L * D, B, H), dtype=self.dtype)
         c_n = np.empty((L * D, B, H), dtype=self.dtype) if lstm else None
@@ -251,7 +349,9 @@ class _Recurrent:
                 mask = keep.astype(self.dtype) / self.dtype.type(1.0 - self.dropout)
                 inp = inp * mask
             masks.append(mask)
-            out = self._layer_output(k, (B, T, D * H), training)
+            last = k == L - 1
+            out = None if (last and not return_sequences) else \
+                self._layer_output(k, (B, T, D * H), training)
             layer_cache = []
             for d in range(D):
                 idx, s = k * D + d, self._suffix(k, d)

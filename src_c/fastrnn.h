@@ -68,7 +68,8 @@ size_t fr_backward_workspace(const fr_dims *d);
 #define FR_EBADDIMS 1
 
 /* Forward.
-   out    (T,B,ld) time order: written for t < len_b, zero for t >= len_b.
+   out    (T,B,ld) time order: written for t < len_b, zero for t >= len_b; or NULL when
+          only the final state is wanted.
    h_n    (B,H), c_n (B,H) (LSTM only, else NULL): the state after the last valid step.
    Training cache (all NULL for inference, which then keeps only the running state):
      h_all (T+1,B,H) loop order, h_all[0] = h0;  c_all (T+1,B,H) (LSTM only);

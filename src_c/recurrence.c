@@ -330,8 +330,9 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
                 default:
                     FR(rnn_step_forward)(H, cell == FR_RNN_RELU, xpr, ar, b_ih, b_hh, hr);
                 }
-                memcpy(out + fr_row(d, fr_time_index(d, t, len), b) * d->ld, hr,
-                       sizeof(real) * H);
+                if (out)
+                    memcpy(out + fr_row(d, fr_time_index(d, t, len), b) * d->ld, hr,
+                           sizeof(real) * H);
             }
             if (h_all) FR(copy_rows)(h_all + ((size_t)(t + 1) * B + b0) * H, H, h, ldh, nb, H);
             if (c_all) memcpy(c_all + ((size_t)(t + 1) * B + b0) * H, cs, sizeof(real) * nb * H);
@@ -342,7 +343,7 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
         if (h_all) FR(copy_rows)(h_all + ((size_t)(t + 1) * B + b0) * H, H, h, ldh, nb, H);
         if (c_all) memcpy(c_all + ((size_t)(t + 1) * B + b0) * H, cs, sizeof(real) * nb * H);
     }
-    for (int r = 0; r < nb; r++) {
+    for (int r = 0; r < nb && out; r++) {
         const int b = b0 + r;
         for (int tt = lengths[b]; tt < T; tt++)
             memset(out + fr_row(d, tt, b) * d->ld, 0, sizeof(real) * H);

@@ -995,3 +995,28 @@ def test_outputs_are_not_aliased(cell, nl):
     np.testing.assert_array_equal(dX1, snap["dX"])
     for k, v in g1.items():
         np.testing.assert_array_equal(v, snap[k], err_msg=k)
+
+
+@pytest.mark.parametrize("cls", [LSTM, GRU, RNN])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_return_sequences_false_gives_same_state_and_gradients(cls, bidirectional):
+    rng = np.random.default_rng(5)
+    layer = cls(3, 6, num_layers=2, bidirectional=bidirectional, dtype=np.float64,
+                random_state=0)
+    X = rng.normal(size=(9, 7, 3))
+    lengths = rng.integers(1, 8, size=9)
+    out, state = layer.forward(X, lengths, training=True)
+    none, state2 = layer.forward(X, lengths, training=True, return_sequences=False)
+    assert none is None
+    for a, b in zip(state if isinstance(state, tuple) else (state,),
+                    state2 if isinstance(state2, tuple) else (state2,)):
+        np.testing.assert_array_equal(a, b)
+    h_n = state[0] if isinstance(state, tuple) else state
+    d_h = rng.normal(size=h_n.shape)
+    d_state = (d_h, None) if cls is LSTM else d_h
+    dX1, g1 = layer.backward(None, d_state)
+    layer.forward(X, lengths, training=True)
+    dX2, g2 = layer.backward(np.zeros_like(out), d_state)
+    np.testing.assert_allclose(dX1, dX2, rtol=1e-12, atol=1e-14)
+    for k in g1:
+        np.testing.assert_allclose(g1[k], g2[k], rtol=1e-12, atol=1e-14)
