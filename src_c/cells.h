@@ -18,7 +18,7 @@ void FR(lstm_step_forward)(int H, const real *xp, real *a, const real *b_ih,
                            const real *b_hh, real *h, real *c, real *store);
 void FR(lstm_step_backward)(int H, const real *restrict store, const real *restrict c_prev,
                             const real *c_t, real *restrict dh, real *restrict dc,
-                            real *restrict dgh, real *dgi);
+                            real *dgh, real *dgi);
 void FR(gru_step_forward)(int H, const real *xp, real *a, const real *b_ih,
                           const real *b_hh, real *h, real *store);
 void FR(gru_step_backward)(int H, const real *store, const real *h_prev,

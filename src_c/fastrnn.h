@@ -9,7 +9,7 @@
    Legend for the shape comments:
      T = steps, B = batch, I = input features, H = hidden units,
      G = gates per cell (LSTM 4, GRU 3, RNN 1), GH = G*H,
-     S = values stored per step and sample for backward (LSTM 5H, GRU 4H, RNN 0),
+     S = values stored per step and sample for backward (LSTM 4H, GRU 4H, RNN 0),
      ld = row stride of out / d_out (H, or 2H inside a bidirectional layer).
    "time order"  : row (t, b) holds time step t of sample b.
    "loop order"  : row (t, b) holds the t-th step the recurrence took for sample b;

@@ -4,8 +4,9 @@
      i = sigmoid(W_ii x + b_ii + W_hi h + b_hi)      f = sigmoid(... f rows ...)
      g = tanh(W_ig x + b_ig + W_hg h + b_hg)         o = sigmoid(... o rows ...)
      c' = f * c + i * g                              h' = o * tanh(c')
-   Stored for backward (S = 5H): the activated gates [i, f, g, o] and tanh(c'), so
-   backward needs no transcendental; c lives in c_all.
+   Stored for backward (S = 4H): the activated gates [i, f, g, o]; c lives in c_all and
+   tanh(c') is recomputed in backward (storing it saved no measurable time but cost
+   T*B*H floats per layer).
    The recurrence itself (GEMMs, chunks, threads, lengths) is recurrence.c. */
 #ifndef FR_TEMPLATE
 #define FR_TEMPLATE "lstm.c"
@@ -29,20 +30,20 @@ FR_CLONES void FR(lstm_step_forward)(int H, const real *xp, real *a, const real 
     FR(vsigmoid)(gt + 3 * H, H);
     const real *ig = gt, *fg = gt + H, *gg = gt + 2 * H, *og = gt + 3 * H;
     for (int j = 0; j < H; j++) c[j] = fg[j] * c[j] + ig[j] * gg[j];
-    real *tc = store ? store + 4 * H : h;
-    for (int j = 0; j < H; j++) tc[j] = c[j];
-    FR(vtanh)(tc, H);
-    for (int j = 0; j < H; j++) h[j] = og[j] * tc[j];
+    for (int j = 0; j < H; j++) h[j] = c[j];
+    FR(vtanh)(h, H);
+    for (int j = 0; j < H; j++) h[j] *= og[j];
 }
 
 FR_CLONES void FR(lstm_step_backward)(int H, const real *restrict store,
                                       const real *restrict c_prev, const real *c_t,
                                       real *restrict dh, real *restrict dc,
-                                      real *restrict dgh, real *dgi)
+                                      real *dgh, real *dgi)
 {
     const real *ig = store, *fg = store + H, *gg = store + 2 * H, *og = store + 3 * H;
-    const real *tc = store + 4 * H;     /* tanh(c_t) */
-    (void)c_t;
+    real *tc = dgh + 3 * H;             /* tanh(c_t), overwritten below by d(o) */
+    for (int j = 0; j < H; j++) tc[j] = c_t[j];
+    FR(vtanh)(tc, H);
     for (int j = 0; j < H; j++) {
         real t = tc[j], i = ig[j], f = fg[j], g = gg[j], o = og[j];
         real dct = dc[j] + dh[j] * o * (1 - t * t);

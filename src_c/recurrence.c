@@ -44,7 +44,7 @@ int fr_gates(int cell) { return cell == FR_LSTM ? 4 : cell == FR_GRU ? 3 : 1; }
 
 int fr_store_width(int cell, int hidden)
 {
-    return cell == FR_LSTM ? 5 * hidden : cell == FR_GRU ? 4 * hidden : 0;
+    return (cell == FR_LSTM || cell == FR_GRU) ? 4 * hidden : 0;
 }
 
 static int fr_chunk(const fr_dims *d) { return d->chunk > 0 ? d->chunk : FR_DEFAULT_CHUNK; }
