@@ -67,6 +67,19 @@ static int fr_threads(const fr_dims *d)
     int nt = fr_useful_threads(d);
     return nt < fr_nchunks(d) ? nt : fr_nchunks(d);
 }
+/* Threads for the unit-split path (0: not eligible): inference of a batch too small to
+   cut into chunks (one chunk), LSTM or RNN, hidden units divisible into slices of 32
+   per thread, and enough work per step that a barrier per step pays. */
+static int fr_split_threads(const fr_dims *d)
+{
+    if (fr_nchunks(d) != 1 || d->cell == FR_GRU) return 0;
+    int nt = d->n_threads < 1 ? 1 : d->n_threads;
+    double step_work = (double)fr_gates(d->cell) * d->hidden * (d->input + d->hidden);
+    if (step_work < 32768.0) return 0;
+    while (nt > 1 && d->hidden % (32 * nt) != 0) nt--;
+    return nt >= 2 ? nt : 0;
+}
+
 static int fr_xblock(const fr_dims *d) { return d->steps < FR_XBLOCK ? d->steps : FR_XBLOCK; }
 /* dG of the input pre-activation needs its own buffer, in the row order of x, unless
    it equals the recurrent one in loop order (LSTM/RNN, forward direction, time-major) */
@@ -124,7 +137,8 @@ static int fr_use_kernel(void)
 size_t fr_forward_workspace(const fr_dims *d)
 {
     if (!fr_dims_ok(d)) return 0;
-    size_t per = fr_mul(fr_forward_per_thread(d), (size_t)fr_threads(d));
+    int nt = fr_threads(d) > fr_split_threads(d) ? fr_threads(d) : fr_split_threads(d);
+    size_t per = fr_mul(fr_forward_per_thread(d), (size_t)nt);
     return per ? per + fr_packed_weights(d) : 0;
 }
 
@@ -352,6 +366,90 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
     if (lstm) memcpy(c_n + (size_t)b0 * H, cs, sizeof(real) * nb * H);
 }
 
+#if FR_IS_FLOAT
+/* Inference of a tiny batch (one chunk) with several threads: the hidden units are cut
+   into one slice per thread instead of the batch. Each thread packs the rows of
+   [W_ih, W_hh] that feed its units (they stay in its own cache), computes its gate
+   columns of [x_t, h] [W_ih, W_hh]^T and updates its units; the full h for the next step
+   is assembled in a double-buffered row, so one barrier per step suffices.
+   LSTM/RNN only (their update of a unit needs nothing but that unit's gates). */
+static void FR(forward_split)(const fr_dims *d, int nt, real *out, real *h_n, real *c_n,
+                              const real *x, const int *lengths, const real *h0,
+                              const real *c0, const real *w_ih, const real *w_hh,
+                              const real *b_ih, const real *b_hh, real *ws)
+{
+    const int B = d->batch, T = d->steps, I = d->input, H = d->hidden, cell = d->cell;
+    const int G = fr_gates(cell), K = I + H, hs = H / nt, lstm = cell == FR_LSTM;
+    const size_t per = fr_forward_per_thread(d);
+    real *packed = ws;                                   /* nt slices of (G*hs) x K */
+    real *wthreads = ws + fr_packed_weights(d);
+    /* shared (2, B, K) row pair, in thread 0's area right after its own buffers (the
+       per-thread area holds both: B <= chunk) */
+    real *xh = wthreads + (size_t)B * G * hs + 2 * (size_t)G * hs + (size_t)B * hs;
+    int Tmax = 0;
+    for (int b = 0; b < B; b++) Tmax = lengths[b] > Tmax ? lengths[b] : Tmax;
+#pragma omp parallel num_threads(nt)
+    {
+        const int tid = FR_THREAD_NUM(), u0 = tid * hs;
+        real *pk = packed + (size_t)tid * G * hs * K;
+        real *w = wthreads + per * (size_t)tid;
+        real *a = w;                                     /* (B, G*hs) */
+        real *bi = a + (size_t)B * G * hs, *bh = bi + (size_t)G * hs;
+        real *cst = bh + (size_t)G * hs;                 /* (B, hs) */
+        for (int g = 0; g < G; g++) {
+            fr_pack_wt2(pk + (size_t)g * hs * K, w_ih + (size_t)(g * H + u0) * I, I, I,
+                        w_hh + (size_t)(g * H + u0) * H, H, H, hs);
+            memcpy(bi + g * hs, b_ih + g * H + u0, sizeof(real) * hs);
+            memcpy(bh + g * hs, b_hh + g * H + u0, sizeof(real) * hs);
+        }
+        for (int b = 0; b < B; b++) {
+            memcpy(xh + (size_t)b * K + I + u0, h0 + (size_t)b * H + u0, sizeof(real) * hs);
+            if (lstm) memcpy(cst + (size_t)b * hs, c0 + (size_t)b * H + u0, sizeof(real) * hs);
+        }
+        if (tid == 0)
+            for (int b = 0; b < B; b++)
+                memcpy(xh + (size_t)b * K, x + fr_row(d, fr_time_index(d, 0, lengths[b]), b) * I,
+                       sizeof(real) * I);
+#pragma omp barrier
+        for (int t = 0; t < Tmax; t++) {
+            real *cur = xh + (size_t)(t & 1) * B * K, *nxt = xh + (size_t)((t + 1) & 1) * B * K;
+            fr_gemm_packed(B, G * hs, K, cur, K, pk, 0, a, G * hs);
+            for (int b = 0; b < B; b++) {
+                const int len = lengths[b];
+                real *hn = nxt + (size_t)b * K + I + u0;
+                if (t >= len) {                          /* carried */
+                    memcpy(hn, cur + (size_t)b * K + I + u0, sizeof(real) * hs);
+                    continue;
+                }
+                real *ab = a + (size_t)b * G * hs;
+                if (lstm)
+                    FR(lstm_step_forward)(hs, NULL, ab, bi, bh, hn, cst + (size_t)b * hs, NULL);
+                else
+                    FR(rnn_step_forward)(hs, cell == FR_RNN_RELU, NULL, ab, bi, bh, hn);
+                if (out)
+                    memcpy(out + fr_row(d, fr_time_index(d, t, len), b) * d->ld + u0, hn,
+                           sizeof(real) * hs);
+            }
+            if (tid == 0)
+                for (int b = 0; b < B; b++) {
+                    real *dst = nxt + (size_t)b * K;
+                    if (t + 1 < lengths[b])
+                        memcpy(dst, x + fr_row(d, fr_time_index(d, t + 1, lengths[b]), b) * I,
+                               sizeof(real) * I);
+                }
+#pragma omp barrier
+        }
+        for (int b = 0; b < B; b++) {
+            memcpy(h_n + (size_t)b * H + u0, xh + (size_t)(Tmax & 1) * B * K + (size_t)b * K + I + u0,
+                   sizeof(real) * hs);
+            if (lstm) memcpy(c_n + (size_t)b * H + u0, cst + (size_t)b * hs, sizeof(real) * hs);
+            for (int tt = lengths[b]; tt < T && out; tt++)
+                memset(out + fr_row(d, tt, b) * d->ld + u0, 0, sizeof(real) * hs);
+        }
+    }
+}
+#endif
+
 int FR(fr_forward)(const fr_dims *d, real *out, real *h_n, real *c_n,
                    real *h_all, real *c_all, real *store,
                    const real *x, const int *lengths, const real *h0, const real *c0,
@@ -361,6 +459,14 @@ int FR(fr_forward)(const fr_dims *d, real *out, real *h_n, real *c_n,
     if (!fr_dims_ok(d) || !fr_lengths_ok(d, lengths)) return FR_EBADDIMS;
     const int nchunks = fr_nchunks(d), nt = fr_threads(d);
     const size_t per = fr_forward_per_thread(d);
+#if FR_IS_FLOAT
+    const int nsplit = fr_split_threads(d);
+    if (nsplit && !h_all && fr_use_kernel() && !getenv("FASTRNN_NO_SPLIT")) {
+        FR(forward_split)(d, nsplit, out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih,
+                          b_hh, ws);
+        return FR_OK;
+    }
+#endif
     const float *pk_hh, *pk_ih;
     FR(pack_weights)(d, ws, w_ih, w_hh, 0, &pk_hh, &pk_ih);
     real *wthreads = ws + fr_packed_weights(d);

@@ -1020,3 +1020,24 @@ def test_return_sequences_false_gives_same_state_and_gradients(cls, bidirectiona
     np.testing.assert_allclose(dX1, dX2, rtol=1e-12, atol=1e-14)
     for k in g1:
         np.testing.assert_allclose(g1[k], g2[k], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("cls", [LSTM, RNN])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_tiny_batch_unit_split_matches_one_thread(cls, bidirectional):
+    # batches too small to cut into chunks split the hidden units across threads
+    # instead (inference, LSTM/RNN, H a multiple of 32 per thread): same results
+    rng = np.random.default_rng(11)
+    kw = {"nonlinearity": "relu"} if cls is RNN else {}
+    layer = cls(24, 256, num_layers=2, bidirectional=bidirectional, random_state=0, **kw)
+    for B in (1, 3):
+        X = rng.normal(size=(B, 40, 24)).astype(np.float32)
+        lengths = rng.integers(1, 41, size=B)
+        ref_out, ref_state = layer.forward(X, lengths, n_threads=1)
+        for nt in (2, 3, 4):
+            out, state = layer.forward(X, lengths, n_threads=nt)
+            np.testing.assert_array_equal(out, ref_out)
+            for a, b in zip(state if isinstance(state, tuple) else (state,),
+                            ref_state if isinstance(ref_state, tuple) else (ref_state,)):
+                np.testing.assert_array_equal(a, b)
+        assert np.all(ref_out[np.arange(40)[None, :] >= lengths[:, None]] == 0)
