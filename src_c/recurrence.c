@@ -38,7 +38,7 @@ int fr_max_threads(void) { return 1; }
 #define FR_XBLOCK 32  /* steps whose input projection is one GEMM per chunk */
 #define FR_DEFAULT_CHUNK 16
 #define FR_GEMM_BLOCK_ROWS 512   /* (t, b) rows per block of the dX GEMM */
-#define FR_MIN_WORK 4.0e6        /* multiply-adds per thread below which threads don't pay */
+#define FR_MIN_WORK 1.6e7        /* multiply-adds per thread below which threads do not pay */
 
 int fr_gates(int cell) { return cell == FR_LSTM ? 4 : cell == FR_GRU ? 3 : 1; }
 
