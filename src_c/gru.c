@@ -12,8 +12,9 @@
 #include "instantiate.h"
 #else
 
-FR_CLONES void FR(gru_step_forward)(int H, const real *xp, real *a, const real *b_ih,
-                          const real *b_hh, real *h, real *store)
+static inline __attribute__((always_inline)) void
+FR(gru_step_forward)(int H, const real *xp, real *a, const real *b_ih, const real *b_hh,
+                     real *h, real *store)
 {
     /* inference: everything in the scratch row a (n overwrites hn element by element) */
     real *s = store ? store : a;
@@ -28,8 +29,9 @@ FR_CLONES void FR(gru_step_forward)(int H, const real *xp, real *a, const real *
     for (int j = 0; j < H; j++) h[j] = n[j] + z[j] * (h[j] - n[j]);
 }
 
-FR_CLONES void FR(gru_step_backward)(int H, const real *store, const real *h_prev,
-                           real *dh, real *dgh, real *dgi)
+static inline __attribute__((always_inline)) void
+FR(gru_step_backward)(int H, const real *restrict store, const real *restrict h_prev,
+                      real *restrict dh, real *restrict dgh, real *restrict dgi)
 {
     const real *rg = store, *zg = store + H, *ng = store + 2 * H, *hn = store + 3 * H;
     for (int j = 0; j < H; j++) {
@@ -41,6 +43,24 @@ FR_CLONES void FR(gru_step_backward)(int H, const real *store, const real *h_pre
         dgi[j] = dar;  dgi[H + j] = daz;  dgi[2 * H + j] = dan;
         dh[j] = d * z;                  /* the path that bypasses W_hh */
     }
+}
+
+FR_CLONES void FR(gru_rows_forward)(int n, int H, const real *xp, real *a, const real *b_ih,
+                                    const real *b_hh, real *h, int ldh, real *store)
+{
+    const int GH = 3 * H;
+    for (int r = 0; r < n; r++)
+        FR(gru_step_forward)(H, xp + (size_t)r * GH, a + (size_t)r * GH, b_ih, b_hh,
+                             h + (size_t)r * ldh, store ? store + (size_t)r * 4 * H : NULL);
+}
+
+FR_CLONES void FR(gru_rows_backward)(int n, int H, const real *store, const real *h_prev,
+                                     real *dh, real *dgh, real *const *dgi_rows)
+{
+    const int GH = 3 * H;
+    for (int r = 0; r < n; r++)
+        FR(gru_step_backward)(H, store + (size_t)r * 4 * H, h_prev + (size_t)r * H,
+                              dh + (size_t)r * H, dgh + (size_t)r * GH, dgi_rows[r]);
 }
 
 #endif

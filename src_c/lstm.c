@@ -13,8 +13,9 @@
 #include "instantiate.h"
 #else
 
-FR_CLONES void FR(lstm_step_forward)(int H, const real *xp, real *a, const real *b_ih,
-                           const real *b_hh, real *h, real *c, real *store)
+static inline __attribute__((always_inline)) void
+FR(lstm_step_forward)(int H, const real *xp, real *a, const real *b_ih, const real *b_hh,
+                      real *h, real *c, real *store)
 {
     const int GH = 4 * H;
     real *gt = store ? store : a;       /* gates activated where backward will read them */
@@ -35,10 +36,10 @@ FR_CLONES void FR(lstm_step_forward)(int H, const real *xp, real *a, const real 
     for (int j = 0; j < H; j++) h[j] *= og[j];
 }
 
-FR_CLONES void FR(lstm_step_backward)(int H, const real *restrict store,
-                                      const real *restrict c_prev, const real *c_t,
-                                      real *restrict dh, real *restrict dc,
-                                      real *dgh, real *dgi)
+static inline __attribute__((always_inline)) void
+FR(lstm_step_backward)(int H, const real *restrict store, const real *restrict c_prev,
+                       const real *c_t, real *restrict dh, real *restrict dc, real *dgh,
+                       real *dgi)
 {
     const real *ig = store, *fg = store + H, *gg = store + 2 * H, *og = store + 3 * H;
     real *tc = dgh + 3 * H;             /* tanh(c_t), overwritten below by d(o) */
@@ -54,7 +55,29 @@ FR_CLONES void FR(lstm_step_backward)(int H, const real *restrict store,
         dc[j] = dct * f;
         dh[j] = 0;                      /* all of dL/dh_{t-1} flows through W_hh */
     }
-    if (dgi != dgh) memcpy(dgi, dgh, sizeof(real) * 4 * H);   /* still in L1 */
+    if (dgi) memcpy(dgi, dgh, sizeof(real) * 4 * H);   /* still in L1 */
+}
+
+/* n rows per call: one call per step and chunk, the row loop inside the AVX-512 clone */
+FR_CLONES void FR(lstm_rows_forward)(int n, int H, const real *xp, real *a, const real *b_ih,
+                                     const real *b_hh, real *h, int ldh, real *c, real *store)
+{
+    const int GH = 4 * H;
+    for (int r = 0; r < n; r++)
+        FR(lstm_step_forward)(H, xp ? xp + (size_t)r * GH : NULL, a + (size_t)r * GH, b_ih,
+                              b_hh, h + (size_t)r * ldh, c + (size_t)r * H,
+                              store ? store + (size_t)r * GH : NULL);
+}
+
+FR_CLONES void FR(lstm_rows_backward)(int n, int H, const real *store, const real *c_prev,
+                                      const real *c_t, real *dh, real *dc, real *dgh,
+                                      real *const *dgi_rows)
+{
+    const int GH = 4 * H;
+    for (int r = 0; r < n; r++)
+        FR(lstm_step_backward)(H, store + (size_t)r * GH, c_prev + (size_t)r * H,
+                               c_t + (size_t)r * H, dh + (size_t)r * H, dc + (size_t)r * H,
+                               dgh + (size_t)r * GH, dgi_rows ? dgi_rows[r] : NULL);
 }
 
 #endif

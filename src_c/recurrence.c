@@ -37,6 +37,7 @@ int fr_max_threads(void) { return 1; }
 /* Type-independent helpers: defined once, in the float pass. */
 #define FR_XBLOCK 32  /* steps whose input projection is one GEMM per chunk */
 #define FR_DEFAULT_CHUNK 16
+#define FR_MAX_CHUNK 256         /* samples per work item at most (stack arrays) */
 #define FR_GEMM_BLOCK_ROWS 512   /* (t, b) rows per block of the dX GEMM */
 #define FR_MIN_WORK 1.6e7        /* multiply-adds per thread below which threads do not pay */
 
@@ -47,7 +48,11 @@ int fr_store_width(int cell, int hidden)
     return (cell == FR_LSTM || cell == FR_GRU) ? 4 * hidden : 0;
 }
 
-static int fr_chunk(const fr_dims *d) { return d->chunk > 0 ? d->chunk : FR_DEFAULT_CHUNK; }
+static int fr_chunk(const fr_dims *d)
+{
+    int c = d->chunk > 0 ? d->chunk : FR_DEFAULT_CHUNK;
+    return c < FR_MAX_CHUNK ? c : FR_MAX_CHUNK;
+}
 static int fr_nchunks(const fr_dims *d) { return (d->batch + fr_chunk(d) - 1) / fr_chunk(d); }
 /* Threads worth waking for this call: at most one per FR_MIN_WORK multiply-adds, so tiny
    calls stay on one thread (a thread the OS has paused would stall the whole region
@@ -85,7 +90,8 @@ static int fr_xblock(const fr_dims *d) { return d->steps < FR_XBLOCK ? d->steps 
    it equals the recurrent one in loop order (LSTM/RNN, forward direction, time-major) */
 static int fr_separate_dgi(const fr_dims *d)
 {
-    return d->cell == FR_GRU || d->reverse || d->batch_first;
+    (void)d;
+    return 1;   /* loop order is permuted within chunks (longest first) */
 }
 
 /* Row of (time step t, sample b) in x, out, d_out, dx: batch-first (b, t) or
@@ -248,11 +254,18 @@ FR_CLONES static void FR(add_to)(real *restrict acc, const real *restrict x, int
     for (int k = 0; k < n; k++) acc[k] += x[k];
 }
 
-static int FR(chunk_steps)(const int *lengths, int b0, int nb)
+/* The chunk's samples ordered by length, longest first (stable: ties keep batch order).
+   perm[r] is the r-th sample (relative to b0), len[r] its length. Insertion sort: a
+   chunk is a few dozen samples at most. */
+static void FR(sort_chunk)(const int *lengths, int b0, int nb, int *perm, int *len)
 {
-    int tc = 0;
-    for (int r = 0; r < nb; r++) tc = lengths[b0 + r] > tc ? lengths[b0 + r] : tc;
-    return tc;
+    for (int r = 0; r < nb; r++) {
+        const int l = lengths[b0 + r];
+        int q = r;
+        while (q > 0 && len[q - 1] < l) { perm[q] = perm[q - 1]; len[q] = len[q - 1]; q--; }
+        perm[q] = r;
+        len[q] = l;
+    }
 }
 
 /* rows of H values between buffers of different row strides */
@@ -264,6 +277,10 @@ static void FR(copy_rows)(real *dst, int ldd, const real *src, int lds, int nb, 
 }
 
 /* Runs samples [j*c, j*c + nb) through all their steps. w: this thread's workspace.
+   Inside the chunk the samples are ordered by length, longest first (perm), so at every
+   step the samples still running are rows [0, nact): the products and the cell work on
+   them alone. The cache rows (h_all, c_all, store: loop order) keep that order too, and
+   backward uses the same permutation.
    fused (LSTM/RNN with the kernel): each step is ONE product [x_t, h] W_cat^T, with h
    kept in the right-hand columns of the row buffer xh; otherwise the input projection of
    a block of steps is one product and h W_hh^T another per step. */
@@ -287,22 +304,27 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
     real *xh = cs + (size_t)c * H;              /* (nb, I+H)  [x_t, h] when fused */
     const int ldh = fused ? I + H : H;          /* row stride of the running state */
     real *h = fused ? xh + I : hbuf;
-    const int Tc = FR(chunk_steps)(lengths, b0, nb);
+    int perm[FR_MAX_CHUNK], len[FR_MAX_CHUNK] = {0};
+    FR(sort_chunk)(lengths, b0, nb, perm, len);
+    const int Tc = len[0];
 
-    FR(copy_rows)(h, ldh, h0 + (size_t)b0 * H, H, nb, H);
-    if (lstm) memcpy(cs, c0 + (size_t)b0 * H, sizeof(real) * nb * H);
+    for (int r = 0; r < nb; r++) {
+        memcpy(h + (size_t)r * ldh, h0 + (size_t)(b0 + perm[r]) * H, sizeof(real) * H);
+        if (lstm) memcpy(cs + (size_t)r * H, c0 + (size_t)(b0 + perm[r]) * H, sizeof(real) * H);
+    }
     if (h_all) FR(copy_rows)(h_all + (size_t)b0 * H, H, h, ldh, nb, H);
     if (c_all) memcpy(c_all + (size_t)b0 * H, cs, sizeof(real) * nb * H);
 
+    int nact = nb;                              /* rows [0, nact) still running */
     for (int t0 = 0; t0 < Tc; t0 += K) {
         const int kb = Tc - t0 < K ? Tc - t0 : K;
         if (!fused) {
             for (int s = 0; s < kb; s++) {
                 for (int r = 0; r < nb; r++) {
-                    const int b = b0 + r, len = lengths[b], t = t0 + s;
+                    const int b = b0 + perm[r], t = t0 + s;
                     real *dst = xg + ((size_t)s * nb + r) * I;
-                    if (t < len)
-                        memcpy(dst, x + fr_row(d, fr_time_index(d, t, len), b) * I,
+                    if (t < len[r])
+                        memcpy(dst, x + fr_row(d, fr_time_index(d, t, len[r]), b) * I,
                                sizeof(real) * I);
                     else
                         memset(dst, 0, sizeof(real) * I);
@@ -313,41 +335,32 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
 
         for (int s = 0; s < kb; s++) {
             const int t = t0 + s;
+            while (nact > 0 && len[nact - 1] <= t) nact--;
             if (fused) {
-                for (int r = 0; r < nb; r++) {
-                    const int b = b0 + r, len = lengths[b];
-                    real *dst = xh + (size_t)r * ldh;
-                    if (t < len)
-                        memcpy(dst, x + fr_row(d, fr_time_index(d, t, len), b) * I,
-                               sizeof(real) * I);
-                    else
-                        memset(dst, 0, sizeof(real) * I);
-                }
-                FR(mul_wt)(gemm, pk_hh, nb, GH, I + H, xh, ldh, NULL, 0, a, GH);
+                for (int r = 0; r < nact; r++)
+                    memcpy(xh + (size_t)r * ldh,
+                           x + fr_row(d, fr_time_index(d, t, len[r]), b0 + perm[r]) * I,
+                           sizeof(real) * I);
+                FR(mul_wt)(gemm, pk_hh, nact, GH, I + H, xh, ldh, NULL, 0, a, GH);
             } else {
-                FR(mul_wt)(gemm, pk_hh, nb, GH, H, h, H, w_hh, 0, a, GH);
+                FR(mul_wt)(gemm, pk_hh, nact, GH, H, h, H, w_hh, 0, a, GH);
             }
             real *st = store ? store + ((size_t)t * B + b0) * S : NULL;
-            for (int r = 0; r < nb; r++) {
-                const int b = b0 + r, len = lengths[b];
-                if (t >= len) continue;         /* carried: state unchanged */
-                const real *xpr = fused ? NULL : xp + ((size_t)s * nb + r) * GH;
-                real *ar = a + (size_t)r * GH, *hr = h + (size_t)r * ldh;
-                real *str = st ? st + (size_t)r * S : NULL;
-                switch (cell) {
-                case FR_LSTM:
-                    FR(lstm_step_forward)(H, xpr, ar, b_ih, b_hh, hr, cs + (size_t)r * H, str);
-                    break;
-                case FR_GRU:
-                    FR(gru_step_forward)(H, xpr, ar, b_ih, b_hh, hr, str);
-                    break;
-                default:
-                    FR(rnn_step_forward)(H, cell == FR_RNN_RELU, xpr, ar, b_ih, b_hh, hr);
-                }
-                if (out)
-                    memcpy(out + fr_row(d, fr_time_index(d, t, len), b) * d->ld, hr,
-                           sizeof(real) * H);
+            const real *xps = fused ? NULL : xp + (size_t)s * nb * GH;
+            switch (cell) {
+            case FR_LSTM:
+                FR(lstm_rows_forward)(nact, H, xps, a, b_ih, b_hh, h, ldh, cs, st);
+                break;
+            case FR_GRU:
+                FR(gru_rows_forward)(nact, H, xps, a, b_ih, b_hh, h, ldh, st);
+                break;
+            default:
+                FR(rnn_rows_forward)(nact, H, cell == FR_RNN_RELU, xps, a, b_ih, b_hh, h, ldh);
             }
+            if (out)
+                for (int r = 0; r < nact; r++)
+                    memcpy(out + fr_row(d, fr_time_index(d, t, len[r]), b0 + perm[r]) * d->ld,
+                           h + (size_t)r * ldh, sizeof(real) * H);
             if (h_all) FR(copy_rows)(h_all + ((size_t)(t + 1) * B + b0) * H, H, h, ldh, nb, H);
             if (c_all) memcpy(c_all + ((size_t)(t + 1) * B + b0) * H, cs, sizeof(real) * nb * H);
         }
@@ -357,13 +370,13 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
         if (h_all) FR(copy_rows)(h_all + ((size_t)(t + 1) * B + b0) * H, H, h, ldh, nb, H);
         if (c_all) memcpy(c_all + ((size_t)(t + 1) * B + b0) * H, cs, sizeof(real) * nb * H);
     }
-    for (int r = 0; r < nb && out; r++) {
-        const int b = b0 + r;
-        for (int tt = lengths[b]; tt < T; tt++)
-            memset(out + fr_row(d, tt, b) * d->ld, 0, sizeof(real) * H);
+    for (int r = 0; r < nb && out; r++)
+        for (int tt = len[r]; tt < T; tt++)
+            memset(out + fr_row(d, tt, b0 + perm[r]) * d->ld, 0, sizeof(real) * H);
+    for (int r = 0; r < nb; r++) {
+        memcpy(h_n + (size_t)(b0 + perm[r]) * H, h + (size_t)r * ldh, sizeof(real) * H);
+        if (lstm) memcpy(c_n + (size_t)(b0 + perm[r]) * H, cs + (size_t)r * H, sizeof(real) * H);
     }
-    FR(copy_rows)(h_n + (size_t)b0 * H, H, h, ldh, nb, H);
-    if (lstm) memcpy(c_n + (size_t)b0 * H, cs, sizeof(real) * nb * H);
 }
 
 #if FR_IS_FLOAT
@@ -423,9 +436,9 @@ static void FR(forward_split)(const fr_dims *d, int nt, real *out, real *h_n, re
                 }
                 real *ab = a + (size_t)b * G * hs;
                 if (lstm)
-                    FR(lstm_step_forward)(hs, NULL, ab, bi, bh, hn, cst + (size_t)b * hs, NULL);
+                    FR(lstm_rows_forward)(1, hs, NULL, ab, bi, bh, hn, K, cst + (size_t)b * hs, NULL);
                 else
-                    FR(rnn_step_forward)(hs, cell == FR_RNN_RELU, NULL, ab, bi, bh, hn);
+                    FR(rnn_rows_forward)(1, hs, cell == FR_RNN_RELU, NULL, ab, bi, bh, hn, K);
                 if (out)
                     memcpy(out + fr_row(d, fr_time_index(d, t, len), b) * d->ld + u0, hn,
                            sizeof(real) * hs);
@@ -482,8 +495,9 @@ int FR(fr_forward)(const fr_dims *d, real *out, real *h_n, real *c_n,
     return FR_OK;
 }
 
-/* Walks samples [j*c, j*c + nb) back through time; writes their rows of dgh / dgi and
-   this chunk's partial bias gradients (summed in a fixed order: deterministic). */
+/* Walks samples [j*c, j*c + nb) back through time (in forward's row order, longest
+   first); writes their rows of dgh / dgi and this chunk's partial bias gradients
+   (summed in a fixed order: deterministic). */
 static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
                                real *dgi_all, real *dbh, real *dbi, real *dh0, real *dc0,
                                const real *d_out, const real *d_h_n, const real *d_c_n,
@@ -494,62 +508,66 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
     const int B = d->batch, T = d->steps, H = d->hidden, cell = d->cell;
     const int c = fr_chunk(d), GH = fr_gates(cell) * H, S = fr_store_width(cell, H);
     const int b0 = j * c, nb = B - b0 < c ? B - b0 : c, lstm = cell == FR_LSTM;
-    const int separate = fr_separate_dgi(d);
     real *dh = w;                               /* (nb, H) dL/dh of the current step */
     real *dc = w + (size_t)c * H;               /* (nb, H) dL/dc (LSTM) */
-    const int Tc = FR(chunk_steps)(lengths, b0, nb);
+    int perm[FR_MAX_CHUNK], len[FR_MAX_CHUNK] = {0};
+    real *dgi_rows[FR_MAX_CHUNK];
+    FR(sort_chunk)(lengths, b0, nb, perm, len);
+    const int Tc = len[0];
 
-    if (d_h_n) memcpy(dh, d_h_n + (size_t)b0 * H, sizeof(real) * nb * H);
-    else memset(dh, 0, sizeof(real) * nb * H);
-    if (lstm) {
-        if (d_c_n) memcpy(dc, d_c_n + (size_t)b0 * H, sizeof(real) * nb * H);
-        else memset(dc, 0, sizeof(real) * nb * H);
+    for (int r = 0; r < nb; r++) {
+        const size_t src = (size_t)(b0 + perm[r]) * H;
+        if (d_h_n) memcpy(dh + (size_t)r * H, d_h_n + src, sizeof(real) * H);
+        else memset(dh + (size_t)r * H, 0, sizeof(real) * H);
+        if (lstm) {
+            if (d_c_n) memcpy(dc + (size_t)r * H, d_c_n + src, sizeof(real) * H);
+            else memset(dc + (size_t)r * H, 0, sizeof(real) * H);
+        }
     }
     memset(dbh, 0, sizeof(real) * GH);
     memset(dbi, 0, sizeof(real) * GH);
     for (int t = T - 1; t >= Tc; t--)
         memset(dgh_all + ((size_t)t * B + b0) * GH, 0, sizeof(real) * nb * GH);
 
+    int nact = 0;                               /* rows [0, nact) take step t */
     for (int t = Tc - 1; t >= 0; t--) {
+        while (nact < nb && len[nact] > t) nact++;
         real *gh = dgh_all + ((size_t)t * B + b0) * GH;
-        for (int r = 0; r < nb; r++) {
-            const int b = b0 + r, len = lengths[b];
-            real *ghr = gh + (size_t)r * GH;
-            if (t >= len) {                     /* carried step: no gradient, dh passes */
-                memset(ghr, 0, sizeof(real) * GH);
-                continue;
-            }
-            const int tt = fr_time_index(d, t, len);
-            real *dhr = dh + (size_t)r * H;
-            if (d_out) FR(add_to)(dhr, d_out + fr_row(d, tt, b) * d->ld, H);
-            real *gir = separate ? dgi_all + fr_row(d, tt, b) * GH : ghr;
-            const size_t row = (size_t)t * B + b, next = (size_t)(t + 1) * B + b;
-            switch (cell) {
-            case FR_LSTM:
-                FR(lstm_step_backward)(H, store + row * S, c_all + row * H, c_all + next * H,
-                                       dhr, dc + (size_t)r * H, ghr, gir);
-                break;
-            case FR_GRU:
-                FR(gru_step_backward)(H, store + row * S, h_all + row * H, dhr, ghr, gir);
-                break;
-            default:
-                FR(rnn_step_backward)(H, cell == FR_RNN_RELU, h_all + next * H, dhr, ghr, gir);
-            }
-            FR(add_to)(dbh, ghr, GH);
-            if (separate && d->cell == FR_GRU) FR(add_to)(dbi, gir, GH);
+        if (nact < nb)                          /* carried rows: no gradient, dh passes */
+            memset(gh + (size_t)nact * GH, 0, sizeof(real) * (nb - nact) * GH);
+        for (int r = 0; r < nact; r++) {
+            const int b = b0 + perm[r], tt = fr_time_index(d, t, len[r]);
+            if (d_out) FR(add_to)(dh + (size_t)r * H, d_out + fr_row(d, tt, b) * d->ld, H);
+            dgi_rows[r] = dgi_all + fr_row(d, tt, b) * GH;
         }
-        /* dh_{t-1} = direct part (left in dh by the cell) + dG W_hh; carried rows add 0 */
-        FR(mul_w)(gemm, pk_hh, nb, H, GH, gh, GH, w_hh, 1, dh, H);
-    }
-    memcpy(dh0 + (size_t)b0 * H, dh, sizeof(real) * nb * H);
-    if (lstm) memcpy(dc0 + (size_t)b0 * H, dc, sizeof(real) * nb * H);
-    if (separate) {
-        for (int r = 0; r < nb; r++) {
-            const int b = b0 + r;
-            for (int tt = lengths[b]; tt < T; tt++)
-                memset(dgi_all + fr_row(d, tt, b) * GH, 0, sizeof(real) * GH);
+        const size_t row = (size_t)t * B + b0, next = (size_t)(t + 1) * B + b0;
+        switch (cell) {
+        case FR_LSTM:
+            FR(lstm_rows_backward)(nact, H, store + row * S, c_all + row * H, c_all + next * H,
+                                   dh, dc, gh, dgi_rows);
+            break;
+        case FR_GRU:
+            FR(gru_rows_backward)(nact, H, store + row * S, h_all + row * H, dh, gh, dgi_rows);
+            break;
+        default:
+            FR(rnn_rows_backward)(nact, H, cell == FR_RNN_RELU, h_all + next * H, dh, gh,
+                                  dgi_rows);
         }
+        for (int r = 0; r < nact; r++) {
+            FR(add_to)(dbh, gh + (size_t)r * GH, GH);
+            if (cell == FR_GRU) FR(add_to)(dbi, dgi_rows[r], GH);
+        }
+        /* dh_{t-1} = direct part (left in dh by the cell) + dG W_hh, running rows only */
+        FR(mul_w)(gemm, pk_hh, nact, H, GH, gh, GH, w_hh, 1, dh, H);
     }
+    for (int r = 0; r < nb; r++) {
+        const size_t dst = (size_t)(b0 + perm[r]) * H;
+        memcpy(dh0 + dst, dh + (size_t)r * H, sizeof(real) * H);
+        if (lstm) memcpy(dc0 + dst, dc + (size_t)r * H, sizeof(real) * H);
+    }
+    for (int r = 0; r < nb; r++)
+        for (int tt = len[r]; tt < T; tt++)
+            memset(dgi_all + fr_row(d, tt, b0 + perm[r]) * GH, 0, sizeof(real) * GH);
 }
 
 int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,

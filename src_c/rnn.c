@@ -8,8 +8,9 @@
 #include "instantiate.h"
 #else
 
-FR_CLONES void FR(rnn_step_forward)(int H, int relu, const real *xp, real *a, const real *b_ih,
-                          const real *b_hh, real *h)
+static inline __attribute__((always_inline)) void
+FR(rnn_step_forward)(int H, int relu, const real *xp, real *a, const real *b_ih,
+                     const real *b_hh, real *h)
 {
     if (xp) {
         for (int j = 0; j < H; j++) h[j] = xp[j] + a[j] + b_ih[j] + b_hh[j];
@@ -23,7 +24,9 @@ FR_CLONES void FR(rnn_step_forward)(int H, int relu, const real *xp, real *a, co
     }
 }
 
-FR_CLONES void FR(rnn_step_backward)(int H, int relu, const real *h_t, real *dh, real *dgh, real *dgi)
+static inline __attribute__((always_inline)) void
+FR(rnn_step_backward)(int H, int relu, const real *restrict h_t, real *restrict dh,
+                      real *restrict dgh, real *dgi)
 {
     if (relu) {
         for (int j = 0; j < H; j++) dgh[j] = h_t[j] > 0 ? dh[j] : 0;
@@ -31,7 +34,23 @@ FR_CLONES void FR(rnn_step_backward)(int H, int relu, const real *h_t, real *dh,
         for (int j = 0; j < H; j++) dgh[j] = dh[j] * (1 - h_t[j] * h_t[j]);
     }
     for (int j = 0; j < H; j++) dh[j] = 0;
-    if (dgi != dgh) memcpy(dgi, dgh, sizeof(real) * H);
+    if (dgi) memcpy(dgi, dgh, sizeof(real) * H);
+}
+
+FR_CLONES void FR(rnn_rows_forward)(int n, int H, int relu, const real *xp, real *a,
+                                    const real *b_ih, const real *b_hh, real *h, int ldh)
+{
+    for (int r = 0; r < n; r++)
+        FR(rnn_step_forward)(H, relu, xp ? xp + (size_t)r * H : NULL, a + (size_t)r * H,
+                             b_ih, b_hh, h + (size_t)r * ldh);
+}
+
+FR_CLONES void FR(rnn_rows_backward)(int n, int H, int relu, const real *h_t, real *dh,
+                                     real *dgh, real *const *dgi_rows)
+{
+    for (int r = 0; r < n; r++)
+        FR(rnn_step_backward)(H, relu, h_t + (size_t)r * H, dh + (size_t)r * H,
+                              dgh + (size_t)r * H, dgi_rows ? dgi_rows[r] : NULL);
 }
 
 #endif
