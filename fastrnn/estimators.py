@@ -20,9 +20,12 @@ of the univariate series; predict then demands 2-D X with that many columns. Aft
 fitting on 3-D or ragged X, ``n_features_in_`` is the per-step feature count and X of
 any length may be predicted, as long as each step has that many features.
 """
+import contextlib
+import copy
 import json
 import numbers
 import sys
+import threading
 import time
 import warnings
 
@@ -30,7 +33,8 @@ import numpy as np
 
 from . import __version__ as _version
 from .dense import Dense
-from .layers import GRU, LSTM, RNN
+from ._memory import BLAS_INT_MAX, check_memory
+from .layers import GRU, LSTM, RNN, call_bytes, param_count
 from .losses import mean_squared_error, softmax, softmax_cross_entropy
 from .optim import clip_grad_norm, make_optimizer, make_scheduler
 from ._threads import get_num_threads
@@ -41,6 +45,29 @@ __all__ = ["LSTMClassifier", "LSTMRegressor", "GRUClassifier", "GRURegressor",
 
 _FORMAT_VERSION = 1
 _PREDICT_BATCH = 1024
+_PREDICT_MEMORY = 256 << 20   # bytes of layer scratch one predict batch may take
+_MAX_JOBS = 1 << 10
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+# ---------------------------------------------------------------- threads of concurrent calls
+# fit/predict calls running at once in this process (joblib's threading backend, a
+# thread pool calling predict, ...). Each call's OpenMP team would otherwise take every
+# core, and N concurrent calls would run N x cores threads: the cores are shared
+# instead. (Worker processes need nothing: joblib's loky sets OMP_NUM_THREADS in them.)
+_active_lock = threading.Lock()
+_active_calls = 0
+
+
+@contextlib.contextmanager
+def _running():
+    global _active_calls
+    with _active_lock:
+        _active_calls += 1
+    try:
+        yield
+    finally:
+        with _active_lock:
+            _active_calls -= 1
 
 
 # ---------------------------------------------------------------- input handling
@@ -49,7 +76,10 @@ def _as_float_array(a, name, dtype):
     a = np.asarray(a) if not isinstance(a, np.ndarray) else a
     if a.dtype.kind == "c":
         raise ValueError(f"{name}: Complex data not supported")
-    if a.dtype.kind in "OUS":
+    if a.dtype.kind in "US":
+        raise TypeError(f"{name} must hold numbers, got strings (dtype {a.dtype}); "
+                        f"convert it explicitly, e.g. {name}.astype(float)")
+    if a.dtype.kind == "O":
         try:
             a = a.astype(np.float64)
         except (TypeError, ValueError) as e:
@@ -57,15 +87,23 @@ def _as_float_array(a, name, dtype):
                             f"real number ({e})") from e
     elif a.dtype.kind not in "fiub":
         raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
-    a = np.asarray(a, dtype=dtype)
-    if not np.isfinite(a).all():
+    with np.errstate(over="ignore"):
+        converted = np.asarray(a, dtype=dtype)
+    if not np.isfinite(converted).all():
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise ValueError(f"{name} contains NaN or infinity")
+        if a.dtype.kind in "fiu":
+            raise ValueError(f"{name} holds values too large for {np.dtype(dtype).name} "
+                             f"(largest magnitude {float(np.abs(a).max()):g})")
         raise ValueError(f"{name} contains NaN or infinity")
-    return a
+    return converted
 
 
 def _sequences(X, dtype):
     """(padded (n, T, F) array, lengths (n,), kind) from any accepted form of X.
     kind is '2d', '3d' or 'ragged'."""
+    if isinstance(X, (list, tuple)) and len(X) == 0:
+        raise ValueError("X has 0 samples (an empty list); at least 1 is required")
     if isinstance(X, (list, tuple)) and len(X) > 0 and all(
             hasattr(x, "__len__") for x in X):
         seqs = []
@@ -279,11 +317,17 @@ class _RecurrentEstimator:
         if self.lr_schedule not in ("constant", "cosine", "plateau"):
             raise ValueError(f"lr_schedule must be 'constant', 'cosine' or 'plateau', "
                              f"got {self.lr_schedule!r}")
-        if np.dtype(self.dtype) not in (np.float32, np.float64):
+        try:
+            dtype = np.dtype(self.dtype)
+        except TypeError:
+            dtype = None
+        if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if self.n_jobs is not None and (isinstance(self.n_jobs, bool) or not isinstance(
-                self.n_jobs, numbers.Integral) or self.n_jobs == 0 or self.n_jobs < -1):
-            raise ValueError(f"n_jobs must be None, -1 or a positive integer, got {self.n_jobs!r}")
+                self.n_jobs, numbers.Integral) or self.n_jobs == 0 or self.n_jobs < -1
+                or self.n_jobs > _MAX_JOBS):
+            raise ValueError(f"n_jobs must be None, -1 or an integer in [1, {_MAX_JOBS}], "
+                             f"got {self.n_jobs!r}")
         if self.verbose not in (0, 1, 2, False, True):
             raise ValueError(f"verbose must be 0, 1 or 2, got {self.verbose!r}")
         if self._is_classifier:
@@ -291,10 +335,59 @@ class _RecurrentEstimator:
 
     def _n_threads(self):
         if self.n_jobs is None:
-            return get_num_threads()
-        if self.n_jobs == -1:
-            return max(1, _core.max_threads())
-        return int(self.n_jobs)
+            requested = get_num_threads()
+        elif self.n_jobs == -1:
+            requested = max(1, _core.max_threads())
+        else:
+            requested = int(self.n_jobs)
+        active = _active_calls
+        if active > 1:  # concurrent calls share the cores (results do not depend on it)
+            return max(1, min(requested, max(1, _core.max_threads()) // active))
+        return requested
+
+    def _check_sizes(self, n_inputs, n_outputs, steps, n_train):
+        """Refuse, before anything is built, a model or training batch that cannot work:
+        one whose core calls exceed 32-bit BLAS sizes (steps * batch * gates * hidden
+        below 2**31), or whose parameters, optimizer state and training buffers cannot
+        fit in the memory available."""
+        G, H, L = _GATES[self._cell], int(self.hidden_size), int(self.num_layers)
+        D = 2 if self.bidirectional else 1
+        bs = max(1, min(int(self.batch_size), n_train))
+        per_sample = steps * G * H
+        if bs * per_sample > BLAS_INT_MAX:
+            what = (f"sequences of {steps} steps with hidden_size={H}: steps * gates * "
+                    f"hidden_size = {per_sample}" if per_sample > BLAS_INT_MAX else
+                    f"batch_size={self.batch_size} with sequences of {steps} steps and "
+                    f"hidden_size={H}: batch * steps * gates * hidden_size = "
+                    f"{bs * per_sample}")
+            fix = ("use shorter sequences or a smaller hidden_size" if per_sample >
+                   BLAS_INT_MAX else f"use batch_size <= {BLAS_INT_MAX // per_sample}")
+            raise ValueError(f"{what} exceeds 2**31 - 1, the largest size 32-bit BLAS "
+                             f"can index; {fix}")
+        itemsize = np.dtype(self.dtype).itemsize
+        n_params = param_count(self._cell, n_inputs, H, L, D) + (D * H + 1) * n_outputs
+        # weights, gradients and the epoch snapshot; the optimizer's slots and their
+        # snapshot; the best weights (early stopping)
+        slots = {"sgd": 0, "rmsprop": 1}.get(self.optimizer.lower(), 2)
+        copies = 3 + 2 * slots + bool(self.early_stopping)
+        largest = G * H * max(n_inputs, D * H, H)   # drawn in float64 at initialisation
+        nbytes = (n_params * itemsize * copies + largest * 8
+                  + call_bytes(self._cell, n_inputs, H, L, D, bs, steps, itemsize, True,
+                               return_sequences=False))
+        check_memory(nbytes, f"{type(self).__name__}(hidden_size={H}, num_layers={L}, "
+                             f"batch_size={self.batch_size}) training on sequences of "
+                             f"{steps} steps with {n_inputs} features",
+                     "reduce hidden_size, num_layers or batch_size")
+
+    def _predict_batch_size(self, steps):
+        """Samples per inference call: at most _PREDICT_BATCH, within 32-bit BLAS sizes
+        and with at most _PREDICT_MEMORY of scratch between layers."""
+        G, H, L = _GATES[self._cell], int(self.rnn_.hidden_size), int(self.rnn_.num_layers)
+        D = 2 if self.rnn_.bidirectional else 1
+        by_blas = max(1, BLAS_INT_MAX // (steps * G * H))
+        between = steps * D * H * np.dtype(self.rnn_.dtype).itemsize * min(L - 1, 2)
+        by_memory = max(1, _PREDICT_MEMORY // between) if between else _PREDICT_BATCH
+        return max(1, min(_PREDICT_BATCH, by_blas, by_memory))
 
     # ------------------------------------------------------------ X handling
     def _check_X_fit(self, X):
@@ -344,12 +437,20 @@ class _RecurrentEstimator:
         p.update({"head." + k: v for k, v in self.head_.params.items()})
         return p
 
-    def _snapshot(self):
-        return {k: v.copy() for k, v in self._params().items()}
+    def _snapshot(self, training_state=False):
+        """Copies of the weights; with training_state also of the optimizer's state and
+        the sample count, so a fit rolled back to it continues as if from there."""
+        snap = {k: v.copy() for k, v in self._params().items()}
+        if training_state:
+            snap["__training_state__"] = (copy.deepcopy(self._optimizer.state), self.t_)
+        return snap
 
     def _restore(self, snap):
         for k, v in self._params().items():
             v[...] = snap[k]
+        if "__training_state__" in snap:
+            state, self.t_ = snap["__training_state__"]
+            self._optimizer.state = copy.deepcopy(state)
 
     def _features(self, Xb, lengths, training, nt):
         """Final hidden state of the last layer, both directions: (batch, D*H)."""
@@ -379,12 +480,16 @@ class _RecurrentEstimator:
     def _predict_raw(self, X):
         """Network outputs for every sample, in inference mode, in batches."""
         Xp, lengths = self._check_X_predict(X)
-        nt = self._n_threads()
+        with _running():
+            return self._raw_outputs(Xp, lengths)
+
+    def _raw_outputs(self, Xp, lengths):
+        step = self._predict_batch_size(Xp.shape[1])
         outs = []
-        for start in range(0, Xp.shape[0], _PREDICT_BATCH):
-            sl = slice(start, start + _PREDICT_BATCH)
+        for start in range(0, Xp.shape[0], step):
+            sl = slice(start, start + step)
             lb = lengths[sl]
-            outs.append(self._forward_batch(Xp[sl, :lb.max()], lb, False, nt))
+            outs.append(self._forward_batch(Xp[sl, :lb.max()], lb, False, self._n_threads()))
         return np.concatenate(outs, axis=0)
 
     # ------------------------------------------------------------ training
@@ -393,6 +498,10 @@ class _RecurrentEstimator:
         return self._fit(X, y, sample_weight, incremental=False)
 
     def _fit(self, X, y, sample_weight, incremental, classes=None):
+        with _running():
+            return self._fit_checked(X, y, sample_weight, incremental, classes)
+
+    def _fit_checked(self, X, y, sample_weight, incremental, classes):
         self._validate_params()
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target "
@@ -405,6 +514,7 @@ class _RecurrentEstimator:
         Y = self._prepare_targets(y, Xp.shape[0], incremental, classes, sw)
         first = not (hasattr(self, "rnn_") and (self.warm_start or incremental))
         if first:
+            self._check_sizes(Xp.shape[2], self._n_outputs(), Xp.shape[1], Xp.shape[0])
             self._rng_ = _rng(self.random_state)
             self._build(Xp.shape[2], self._n_outputs(), self._rng_)
             self.n_iter_ = 0
@@ -439,56 +549,72 @@ class _RecurrentEstimator:
         return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
     def _train_epochs(self, Xp, lengths, Y, sw, tr, va, epochs, incremental):
-        nt = self._n_threads()
         bs = min(int(self.batch_size), len(tr))
         params = self._params()
         for _ in range(epochs):
             t0 = time.perf_counter()
-            last_good = self._snapshot()
-            order = self._rng_.permutation(tr) if self.shuffle else tr
-            total, wsum = 0.0, 0.0
-            n_batches = (len(order) + bs - 1) // bs
+            done, last_good = self.n_iter_, None
+            # Ctrl-C anywhere in the epoch (Python sees it between two core calls, which
+            # run without the GIL and are never cut short) rolls the model back to the
+            # end of the last completed epoch: weights, optimizer state, counters.
             try:
-                for bi in range(n_batches):
-                    b = order[bi * bs:(bi + 1) * bs]
-                    lb = lengths[b]
-                    Xb = Xp[b, :lb.max()]
-                    with np.errstate(over="ignore", invalid="ignore"):
-                        # a diverging fit is reported below, by name and epoch
-                        out = self._forward_batch(Xb, lb, True, nt)
-                        loss, d_out = self._loss(out, Y[b], sw[b])
-                    if not np.isfinite(loss):
-                        self._diverged(last_good)
-                        return
-                    grads = self._backward_batch(d_out, nt)
-                    if self.clip_grad_norm is not None:
-                        clip_grad_norm(grads, float(self.clip_grad_norm))
-                    self._optimizer.step(params, grads)
-                    self.t_ += len(b)
-                    w = float(sw[b].sum())
-                    total += loss * w
-                    wsum += w
-                    if self.verbose >= 2:
-                        _progress(bi + 1, n_batches, total / max(wsum, 1e-12))
+                last_good = self._snapshot(training_state=True)
+                epoch_loss = self._run_batches(Xp, lengths, Y, sw, tr, bs, params)
+                if epoch_loss is None or not all(np.isfinite(v).all()
+                                                 for v in params.values()):
+                    self._diverged(last_good)
+                    return
+                self.loss_curve_.append(epoch_loss)
+                self.n_iter_ += 1
+                stop = self._end_of_epoch(Xp, lengths, Y, va, epoch_loss, incremental)
             except KeyboardInterrupt:
-                self._restore(last_good)
-                warnings.warn(f"fit interrupted during epoch {self.n_iter_ + 1}; the weights "
-                              f"of the last completed epoch ({self.n_iter_}) were kept.",
-                              RuntimeWarning, stacklevel=3)
+                self._interrupted(done, last_good)
                 return
-            if not all(np.isfinite(v).all() for v in params.values()):
-                self._diverged(last_good)
-                return
-            self.n_iter_ += 1
-            epoch_loss = total / wsum if wsum > 0 else 0.0
-            self.loss_curve_.append(epoch_loss)
-            stop = self._end_of_epoch(Xp, lengths, Y, va, epoch_loss, incremental)
             if self.verbose:
                 _report(self, epoch_loss, time.perf_counter() - t0)
             if stop:
                 break
         if self.early_stopping and not incremental and getattr(self, "_best_params", None):
             self._restore(self._best_params)
+
+    def _run_batches(self, Xp, lengths, Y, sw, tr, bs, params):
+        """One pass over the rows `tr` in mini-batches: their mean loss, or None as soon
+        as the loss of a batch is NaN or infinite (that batch is not applied)."""
+        order = self._rng_.permutation(tr) if self.shuffle else tr
+        total, wsum = 0.0, 0.0
+        n_batches = (len(order) + bs - 1) // bs
+        for bi in range(n_batches):
+            nt = self._n_threads()
+            b = order[bi * bs:(bi + 1) * bs]
+            lb = lengths[b]
+            Xb = Xp[b, :lb.max()]
+            with np.errstate(over="ignore", invalid="ignore"):
+                # a diverging fit is reported by the caller, by name and epoch
+                out = self._forward_batch(Xb, lb, True, nt)
+                loss, d_out = self._loss(out, Y[b], sw[b])
+            if not np.isfinite(loss):
+                return None
+            grads = self._backward_batch(d_out, nt)
+            if self.clip_grad_norm is not None:
+                clip_grad_norm(grads, float(self.clip_grad_norm))
+            self._optimizer.step(params, grads)
+            self.t_ += len(b)
+            w = float(sw[b].sum())
+            total += loss * w
+            wsum += w
+            if self.verbose >= 2:
+                _progress(bi + 1, n_batches, total / max(wsum, 1e-12))
+        return total / wsum if wsum > 0 else 0.0
+
+    def _interrupted(self, done, last_good):
+        if self.n_iter_ == done and last_good is not None:   # the epoch was not complete
+            self._restore(last_good)
+        del self.loss_curve_[self.n_iter_:]
+        if self.validation_scores_ is not None:
+            del self.validation_scores_[self.n_iter_:]
+        warnings.warn(f"fit interrupted (KeyboardInterrupt) in epoch {done + 1}; the model "
+                      f"keeps the weights of the last completed epoch ({self.n_iter_}) and "
+                      f"can be used or trained further.", RuntimeWarning, stacklevel=6)
 
     def _end_of_epoch(self, Xp, lengths, Y, va, epoch_loss, incremental):
         """Bookkeeping after an epoch; True when training should stop."""
@@ -517,14 +643,10 @@ class _RecurrentEstimator:
         self._restore(last_good)
         warnings.warn(f"fit stopped in epoch {self.n_iter_ + 1}: the loss became NaN or "
                       f"infinite; the weights after epoch {self.n_iter_} were kept. Try a "
-                      f"lower learning_rate or clip_grad_norm.", RuntimeWarning, stacklevel=4)
+                      f"lower learning_rate or clip_grad_norm.", RuntimeWarning, stacklevel=6)
 
     def _score_arrays(self, Xp, lengths, Y):
-        raw = np.concatenate([
-            self._forward_batch(Xp[s:s + _PREDICT_BATCH, :lengths[s:s + _PREDICT_BATCH].max()],
-                                lengths[s:s + _PREDICT_BATCH], False, self._n_threads())
-            for s in range(0, Xp.shape[0], _PREDICT_BATCH)])
-        return self._score_raw(raw, Y)
+        return self._score_raw(self._raw_outputs(Xp, lengths), Y)
 
     # ------------------------------------------------------------ persistence
     def save(self, path):
@@ -554,7 +676,12 @@ class _RecurrentEstimator:
         return state
 
     def __setstate__(self, state):
-        state.pop("_fastrnn_version", None)
+        pickled = state.pop("_fastrnn_version", None)
+        if pickled != _version:
+            warnings.warn(f"this {type(self).__name__} was pickled by fastrnn {pickled} and is "
+                          f"unpickled by fastrnn {_version}: it may not work; save() and "
+                          f"fastrnn.load() check the format across versions",
+                          UserWarning, stacklevel=2)
         self.__dict__.update(state)
 
 
@@ -607,7 +734,14 @@ class _ClassifierMixin:
 
     def _check_class_weight_param(self):
         cw = self.class_weight
-        if cw is None or cw == "balanced" or isinstance(cw, dict):
+        if isinstance(cw, dict):
+            for label, w in cw.items():
+                if isinstance(w, bool) or not isinstance(w, numbers.Real) \
+                        or not np.isfinite(w) or w < 0:
+                    raise ValueError(f"class_weight[{label!r}] must be a finite number "
+                                     f">= 0, got {w!r}")
+            return
+        if cw is None or (isinstance(cw, str) and cw == "balanced"):
             return
         raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}")
 
@@ -625,8 +759,9 @@ class _ClassifierMixin:
             self.classes_ = np.unique(y)
         if len(self.classes_) < 2:
             raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes in "
-                             f"the data, but the data contains only one class: "
-                             f"{self.classes_[0]!r}")
+                             f"the data, but the data contains only "
+                             + (f"one class: {self.classes_.tolist()[0]!r}"
+                                if len(self.classes_) == 1 else "no class"))
         unknown = np.setdiff1d(np.unique(y), self.classes_)
         if unknown.size:
             raise ValueError(f"y contains labels not in classes: {unknown.tolist()!r}")
@@ -687,9 +822,18 @@ class _ClassifierMixin:
         return self.classes_[np.argmax(raw, axis=1)]
 
     def score(self, X, y, sample_weight=None):
-        """Mean accuracy (weighted by sample_weight)."""
+        """Mean accuracy (weighted by sample_weight). Labels in y that the model never
+        saw in fit (not in classes_) are an error: they could never be predicted."""
         pred = self.predict(X)
         y = _check_y_classification(y, len(pred))
+        try:
+            unseen = np.setdiff1d(np.unique(y), self.classes_)
+        except TypeError:  # labels of a kind that cannot even be compared with classes_
+            unseen = np.unique(np.asarray(y, dtype=object).astype(str))
+        if unseen.size:
+            raise ValueError(f"y contains {unseen.size} label(s) the model never saw in fit: "
+                             f"{unseen[:10].tolist()!r}; expected labels among classes_ = "
+                             f"{self.classes_.tolist()!r}")
         sw = _check_sample_weight(sample_weight, len(pred), np.float64)
         return float(np.average(pred == y, weights=sw))
 
@@ -719,6 +863,9 @@ def _check_y_classification(y, n):
             raise ValueError("Unknown label type: continuous. y of a classifier must hold "
                              "class labels (integers or strings), not continuous values")
     if y.dtype.kind == "O":
+        if any(v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v))
+               for v in y):
+            raise ValueError("y contains NaN, infinity or None (a missing label)")
         try:
             y = y.astype(str) if any(isinstance(v, str) for v in y) else y.astype(np.float64)
         except (TypeError, ValueError) as e:
@@ -921,23 +1068,31 @@ def load(path):
         meta = json.loads(files.pop("meta").tobytes().decode("utf-8"))
     except Exception as e:
         raise ModelFileError(f"{path}: model metadata missing or corrupt ({e})") from e
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT_VERSION:
-        raise ModelFileError(f"{path}: model format {meta.get('format') if isinstance(meta, dict) else '?'} "
-                             f"is not supported by fastrnn {_version} (format {_FORMAT_VERSION})")
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: model metadata is not a JSON object")
+    fmt = meta.get("format")
+    if fmt != _FORMAT_VERSION:
+        newer = isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > _FORMAT_VERSION
+        raise ModelFileError(
+            f"{path}: model format {fmt!r} is not supported by fastrnn {_version} (format "
+            f"{_FORMAT_VERSION})" + (f"; the file was written by a newer fastrnn "
+                                     f"({meta.get('fastrnn_version')!r}): upgrade fastrnn "
+                                     f"to load it" if newer else ""))
     cls = _ESTIMATORS.get(meta.get("class"))
     if cls is None:
         raise ModelFileError(f"{path}: unknown estimator class {meta.get('class')!r}")
     try:
-        est = cls(**meta["params"])
-        fitted = meta["fitted"]
-        for k, v in fitted.items():
-            if isinstance(v, str) and v in ("inf", "-inf", "nan"):
-                v = float(v)
-            setattr(est, k, v)
+        params = meta["params"]
+        if not isinstance(params, dict):
+            raise ModelFileError(f"{path}: model parameters are not a JSON object")
+        est = cls(**params)
+        est._validate_params()
+        _set_fitted_scalars(est, meta["fitted"], path)
         for k in ("classes_", "class_weights_", "y_mean_", "y_scale_"):
             if k in files:
                 setattr(est, "_class_weights_" if k == "class_weights_" else k, files.pop(k))
-        n_out = len(est.classes_) if est._is_classifier else est.y_mean_.shape[0]
+        n_out = _check_fitted_arrays(est, path)
+        _check_param_arrays(est, files, n_out, path)
         est._rng_ = _rng(None)
         est._build(est.n_step_features_, n_out, np.random.default_rng(0))
         params = est._params()
@@ -957,3 +1112,81 @@ def load(path):
     except Exception as e:
         raise ModelFileError(f"{path}: inconsistent model file ({e})") from e
     return est
+
+
+_FITTED_KINDS = ("2d", "3d", "ragged")
+
+
+def _set_fitted_scalars(est, fitted, path):
+    """The fitted attributes stored as JSON, checked: only the expected names, of the
+    expected kinds (a file cannot set arbitrary attributes)."""
+    from .exceptions import ModelFileError
+    if not isinstance(fitted, dict):
+        raise ModelFileError(f"{path}: fitted attributes are not a JSON object")
+    expected = set(est._fitted_scalars())
+    if set(fitted) != expected:
+        raise ModelFileError(f"{path}: fitted attributes {sorted(fitted)} differ from the "
+                             f"expected {sorted(expected)}")
+    for k, v in fitted.items():
+        if isinstance(v, str) and v in ("inf", "-inf", "nan"):
+            v = float(v)
+        setattr(est, k, v)
+    for k in ("n_features_in_", "n_step_features_", "n_iter_", "t_"):
+        v = getattr(est, k)
+        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if "features" in k else 0):
+            raise ModelFileError(f"{path}: fitted attribute {k} = {v!r} is not a valid count")
+    if est.n_step_features_ > 1 << 24:
+        raise ModelFileError(f"{path}: n_step_features_ = {est.n_step_features_} is too large")
+    if est._input_kind_ not in _FITTED_KINDS:
+        raise ModelFileError(f"{path}: unknown input kind {est._input_kind_!r}")
+
+
+def _check_fitted_arrays(est, path):
+    """Checks the stored classes / target scaling; returns the number of outputs."""
+    from .exceptions import ModelFileError
+
+    def real_1d(name, arr):
+        if not isinstance(arr, np.ndarray) or arr.ndim != 1 or arr.dtype.kind not in "fiu" \
+                or not np.isfinite(arr).all():
+            raise ModelFileError(f"{path}: {name} must be a finite 1-D numeric array")
+        return arr
+
+    if est._is_classifier:
+        classes = getattr(est, "classes_", None)
+        if not isinstance(classes, np.ndarray) or classes.ndim != 1 or len(classes) < 2 \
+                or classes.dtype.kind not in "biufUS":
+            raise ModelFileError(f"{path}: classes_ must be a 1-D array of at least 2 labels")
+        weights = real_1d("class_weights_", getattr(est, "_class_weights_", None))
+        if weights.shape != classes.shape or (weights < 0).any():
+            raise ModelFileError(f"{path}: class_weights_ must hold one weight >= 0 per class")
+        est._class_weights_ = weights.astype(np.dtype(est.dtype))
+        return len(classes)
+    mean = real_1d("y_mean_", getattr(est, "y_mean_", None))
+    scale = real_1d("y_scale_", getattr(est, "y_scale_", None))
+    if mean.shape != scale.shape or mean.size < 1 or (scale <= 0).any():
+        raise ModelFileError(f"{path}: y_mean_ and y_scale_ must have one entry per target, "
+                             f"with y_scale_ > 0")
+    if est._y_ndim_ not in (1, 2):
+        raise ModelFileError(f"{path}: _y_ndim_ must be 1 or 2, got {est._y_ndim_!r}")
+    return mean.shape[0]
+
+
+def _check_param_arrays(est, files, n_out, path):
+    """The weights in the file: finite real arrays, exactly as many numbers as the
+    stored sizes imply. Checked before the model is built, so sizes in a corrupt file
+    cannot make `load` allocate more than the file itself holds."""
+    from .exceptions import ModelFileError
+    total = 0
+    for k, arr in files.items():
+        if not k.startswith("param:"):
+            continue
+        if arr.dtype.kind not in "fiu" or not np.isfinite(arr).all():
+            raise ModelFileError(f"{path}: parameter {k[6:]} is not a finite real array")
+        total += arr.size
+    D = 2 if est.bidirectional else 1
+    H = int(est.hidden_size)
+    expected = (param_count(est._cell, est.n_step_features_, H, int(est.num_layers), D)
+                + (D * H + 1) * n_out)
+    if total != expected:
+        raise ModelFileError(f"{path}: the file holds {total} weights, its sizes imply "
+                             f"{expected}")

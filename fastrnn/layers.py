@@ -11,6 +11,7 @@ Semantics follow PyTorch's nn.LSTM / nn.GRU / nn.RNN with packed sequences:
 sample b runs steps 0..len_b-1, its outputs past len_b are 0, its final state is the
 state after step len_b-1, and the reverse direction starts at step len_b-1.
 """
+import os
 import threading
 
 import numpy as np
@@ -46,15 +47,16 @@ def _check_dtype(dtype):
     return dt
 
 
-def _as_real_array(value, name, dtype):
-    """`value` as an array of `dtype`, refusing complex, object and string data."""
+def _as_real_array(value, name, dtype=None):
+    """`value` as an array of `dtype` (None: its own real dtype, not converted yet),
+    refusing complex, object and string data."""
     try:
         arr = np.asarray(value)
     except Exception as e:  # ragged nested lists and the like
         raise ValueError(f"{name} could not be converted to an array: {e}") from e
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    return np.asarray(arr, dtype=dtype)
+    return arr if dtype is None else np.asarray(arr, dtype=dtype)
 
 
 def _check_finite(arr, name):
@@ -62,14 +64,40 @@ def _check_finite(arr, name):
         raise ValueError(f"{name} contains NaN or infinity")
 
 
+# GNU OpenMP is not fork-safe: a process forked after its parent ran a parallel region
+# hangs in its own first parallel region (the parent's pool threads do not exist in the
+# child). A child forked after this module started OpenMP threads therefore runs the
+# core on one thread (results do not depend on the thread count). Processes that are
+# started fresh (spawn, forkserver, joblib's loky) are not affected.
+_threads_started = False
+_forked_child = False
+
+
+def _after_fork_in_child():
+    global _forked_child
+    if _threads_started:
+        _forked_child = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _resolve_threads(n_threads):
+    global _threads_started
     if n_threads is None:
-        return get_num_threads()
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
+        n = get_num_threads()
+    elif isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
         raise TypeError(f"n_threads must be an integer or None, got {type(n_threads).__name__}")
-    if n_threads < 1 or n_threads > _MAX_THREADS:
+    elif n_threads < 1 or n_threads > _MAX_THREADS:
         raise ValueError(f"n_threads must lie in [1, {_MAX_THREADS}], got {n_threads}")
-    return int(n_threads)
+    else:
+        n = int(n_threads)
+    if _forked_child:
+        return 1
+    if n > 1 and not _threads_started:
+        _threads_started = True
+    return n
 
 
 def param_count(cell, input_size, hidden_size, num_layers=1, num_directions=1):
@@ -260,8 +288,10 @@ class _Recurrent:
         return out
 
     # ------------------------------------------------------------ input checks
-    def _check_X(self, X):
-        X = _as_real_array(X, "X", self.dtype)
+    def _check_X(self, X, check_size=None):
+        """X checked and converted to the layer's dtype; check_size(B, T) runs once the
+        shape is known, before the conversion and the finiteness check allocate."""
+        X = _as_real_array(X, "X")
         if X.ndim != 3:
             raise ValueError(f"X must be 3-D (batch, steps, input_size), got shape {X.shape}")
         B, T, I = X.shape
@@ -270,6 +300,9 @@ class _Recurrent:
         if I != self.input_size:
             raise ValueError(f"X has {I} features per step, the layer expects "
                              f"input_size={self.input_size}")
+        if check_size is not None:
+            check_size(B, T)
+        X = np.asarray(X, dtype=self.dtype)
         _check_finite(X, "X")
         return X
 
@@ -320,7 +353,8 @@ class _Recurrent:
         ``n_threads`` overrides fastrnn.get_num_threads() for this call. With
         ``return_sequences=False`` the last layer's outputs are not materialised and
         ``out`` is None (the final state is all that is returned)."""
-        X = self._check_X(X)
+        X = self._check_X(X, lambda B, T: self._check_call_size(B, T, training,
+                                                                return_sequences))
         B, T, _ = X.shape
         lengths = self._check_lengths(lengths, B, T)
         lstm = self._cell == "lstm"
@@ -332,8 +366,8 @@ class _Recurrent:
         params = self._checked_params()
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         nt, chunk = _resolve_threads(n_threads), _chunk_size(B)
-        max_batch = self._check_call_size(B, T, training, return_sequences)
-        if B > max_batch:   # inference only: refused above when training
+        max_batch = BLAS_INT_MAX // (T * self._gate_count * H)
+        if B > max_batch:   # inference only: training was refused by _check_call_size
             return self._forward_in_parts(X, lengths, h0, c0 if lstm else None, max_batch,
                                           nt, return_sequences)
         S = _core.store_width(self._core_cell, H)
