@@ -101,21 +101,33 @@ def _init_blas_threads():
 _init_blas_threads()
 
 
-cdef inline int _blas_hold_one() noexcept nogil:
-    """Hold scipy's BLAS to one thread; returns the count to restore (0: nothing to do)."""
-    cdef int prev
+# The setting is process-wide, so overlapping calls (several Python threads) share one
+# hold: the first call in saves the count and sets 1, the last call out restores it.
+# Both run with the GIL held, which makes the counter updates atomic.
+cdef int _blas_active = 0
+cdef int _blas_saved = 0
+
+
+cdef int _blas_hold_one() except -1:
+    global _blas_active, _blas_saved
     if _blas_get == NULL:
         return 0
-    prev = _blas_get()
-    if prev == 1:
+    if _blas_active == 0:
+        _blas_saved = _blas_get()
+        if _blas_saved != 1:
+            _blas_set(1)
+    _blas_active += 1
+    return 0
+
+
+cdef int _blas_restore() except -1:
+    global _blas_active
+    if _blas_get == NULL or _blas_active == 0:
         return 0
-    _blas_set(1)
-    return prev
-
-
-cdef inline void _blas_restore(int prev) noexcept nogil:
-    if prev > 0:
-        _blas_set(prev)
+    _blas_active -= 1
+    if _blas_active == 0 and _blas_saved > 1:
+        _blas_set(_blas_saved)
+    return 0
 
 
 def blas_num_threads():
@@ -257,26 +269,24 @@ def forward(str cell, bint reverse, int n_threads, int chunk,
     for name, arr in (('lengths', lengths),):
         if arr.min() < 1 or arr.max() > T:
             raise ValueError(f"fastrnn core: {name} must lie in [1, {T}]")
-    cdef int rc, prev
+    cdef int rc
+    _blas_hold_one()          # no exception can come between this and the restore
     if dtype == np.float32:
         with nogil:
-            prev = _blas_hold_one()
             rc = fr_forward_f32(&d, <float*>po, <float*>ph_n, <float*>pc_n, <float*>ph_all,
                                 <float*>pc_all, <float*>pst, <const float*>px, plen,
                                 <const float*>ph0, <const float*>pc0, <const float*>pwi,
                                 <const float*>pwh, <const float*>pbi, <const float*>pbh,
                                 <float*>pws, <fr_sgemm_t>sgemm)
-            _blas_restore(prev)
     else:
         with nogil:
-            prev = _blas_hold_one()
             rc = fr_forward_f64(&d, <double*>po, <double*>ph_n, <double*>pc_n,
                                 <double*>ph_all, <double*>pc_all, <double*>pst,
                                 <const double*>px, plen, <const double*>ph0,
                                 <const double*>pc0, <const double*>pwi, <const double*>pwh,
                                 <const double*>pbi, <const double*>pbh, <double*>pws,
                                 <fr_dgemm_t>dgemm)
-            _blas_restore(prev)
+    _blas_restore()
     if rc != 0:
         raise ValueError("fastrnn core: invalid sizes or lengths")
 
@@ -329,11 +339,11 @@ def backward(str cell, bint reverse, int n_threads, int chunk,
         raise ValueError("fastrnn core: missing stored gates")
     if lengths.min() < 1 or lengths.max() > T:
         raise ValueError(f"fastrnn core: lengths must lie in [1, {T}]")
-    cdef int rc, prev
+    cdef int rc
     cdef int acc = 1 if accumulate_dx else 0
+    _blas_hold_one()          # no exception can come between this and the restore
     if dtype == np.float32:
         with nogil:
-            prev = _blas_hold_one()
             rc = fr_backward_f32(&d, <float*>pdx, <float*>pdwi, <float*>pdwh, <float*>pdbi,
                                  <float*>pdbh, <float*>pdh0, <float*>pdc0,
                                  <const float*>pdo, <const float*>pdhn, <const float*>pdcn,
@@ -341,10 +351,8 @@ def backward(str cell, bint reverse, int n_threads, int chunk,
                                  <const float*>pst, <const float*>px, plen,
                                  <const float*>pwi, <const float*>pwh, acc, <float*>pws,
                                  <fr_sgemm_t>sgemm)
-            _blas_restore(prev)
     else:
         with nogil:
-            prev = _blas_hold_one()
             rc = fr_backward_f64(&d, <double*>pdx, <double*>pdwi, <double*>pdwh,
                                  <double*>pdbi, <double*>pdbh, <double*>pdh0, <double*>pdc0,
                                  <const double*>pdo, <const double*>pdhn, <const double*>pdcn,
@@ -352,7 +360,7 @@ def backward(str cell, bint reverse, int n_threads, int chunk,
                                  <const double*>pst, <const double*>px, plen,
                                  <const double*>pwi, <const double*>pwh, acc, <double*>pws,
                                  <fr_dgemm_t>dgemm)
-            _blas_restore(prev)
+    _blas_restore()
     if rc != 0:
         raise ValueError("fastrnn core: invalid sizes or lengths")
 

@@ -12,8 +12,8 @@ def set_num_threads(n):
     if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
         raise TypeError(f"n must be an integer, got {type(n).__name__}")
     n = int(n)
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    if n < 1 or n > 1024:
+        raise ValueError(f"n must lie in [1, 1024], got {n}")
     _num_threads = n if _core.openmp_enabled() else 1
 
 
