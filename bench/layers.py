@@ -98,6 +98,9 @@ class Torch:
         import torch
         self.torch = torch
         torch.manual_seed(0)
+        # --torch-ftz: flush denormals as fastrnn and TensorFlow do (PyTorch's default is
+        # not to, and its long-sequence training steps then slow down many-fold)
+        torch.set_flush_denormal(os.environ.get("FASTRNN_BENCH_TORCH_FTZ") == "1")
 
     def threads(self, n):
         self.torch.set_num_threads(n)
@@ -323,9 +326,12 @@ def main(argv=None):
     p.add_argument("--pause", type=float, default=0.2,
                    help="seconds between contenders (idle OpenMP/Eigen threads spin a while)")
     p.add_argument("--contenders", nargs="+", default=["fastrnn", "torch", "keras"])
+    p.add_argument("--torch-ftz", action="store_true",
+                   help="run PyTorch with torch.set_flush_denormal(True)")
     p.add_argument("--quick", action="store_true", help="M size, 2 threads, 3 rounds")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args(argv)
+    os.environ["FASTRNN_BENCH_TORCH_FTZ"] = "1" if args.torch_ftz else "0"
     if args.quick:
         args.sizes, args.threads, args.rounds = ["M"], [2], 3
     results, names = run(args)
