@@ -127,10 +127,21 @@ def call_bytes(cell, input_size, hidden_size, num_layers, num_directions, batch,
     return n * itemsize
 
 
-def _chunk_size(batch):
-    """Samples per work item of the core. Depends on the batch only (never on the thread
-    count) so results are identical for any number of threads."""
-    return 16 if batch >= 32 else max(1, (batch + 1) // 2)
+_WORK_PER_CHUNK = 16e6   # multiply-adds: below this a work item is not worth a thread
+
+
+def _chunk_size(batch, work):
+    """Samples per work item of the core, from the problem alone (never from the thread
+    count, so results are identical for any number of threads): one item per
+    _WORK_PER_CHUNK multiply-adds of the call, items of at least 16 samples (smaller ones
+    waste the kernel's 8-row tiles) — except that a batch under 32 may still be halved
+    when there is work for two. Fewer items also mean fewer per-step overheads."""
+    by_work = int(work // _WORK_PER_CHUNK)
+    if batch >= 32:
+        n = max(1, min(by_work, batch // 16))
+    else:
+        n = 2 if (by_work >= 2 and batch >= 2) else 1
+    return -(-batch // n)
 
 
 class _Workspace(threading.local):
@@ -186,6 +197,11 @@ class _Recurrent:
     @property
     def _gate_count(self):
         return _GATES[self._cell.split("_")[0]]
+
+    def _work(self, B, T):
+        """Multiply-adds of one layer-direction's forward on (B, T): sets the chunking."""
+        return float(T) * B * self._gate_count * self.hidden_size * (
+            self.input_size + self.hidden_size)
 
     def _layer_input_size(self, k):
         return self.input_size if k == 0 else self.hidden_size * self.num_directions
@@ -365,7 +381,7 @@ class _Recurrent:
             raise ValueError(f"c0 is only for LSTM; {type(self).__name__} has no cell state")
         params = self._checked_params()
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
-        nt, chunk = _resolve_threads(n_threads), _chunk_size(B)
+        nt, chunk = _resolve_threads(n_threads), _chunk_size(B, self._work(B, T))
         max_batch = BLAS_INT_MAX // (T * self._gate_count * H)
         if B > max_batch:   # inference only: training was refused by _check_call_size
             return self._forward_in_parts(X, lengths, h0, c0 if lstm else None, max_batch,
@@ -452,7 +468,7 @@ class _Recurrent:
         if d_out is not None:
             d_out = self._check_grad(d_out, "d_out", (B, T, D * H))
         d_h_n, d_c_n = self._split_d_state(d_state, state_shape)
-        nt, chunk = _resolve_threads(n_threads), _chunk_size(B)
+        nt, chunk = _resolve_threads(n_threads), _chunk_size(B, self._work(B, T))
         grads = {name: np.zeros(shape, dtype=self.dtype)
                  for name, shape in self.param_shapes().items()}
         dh0 = np.empty(state_shape, dtype=self.dtype)
