@@ -1081,8 +1081,11 @@ def _run_script(code, timeout):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [os.path.dirname(os.path.dirname(fastrnn.__file__))] + sys.path)
+    # run from the directory holding the fastrnn under test: `python -c` puts the working
+    # directory first on sys.path, and a source checkout there has no compiled core
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          cwd=os.path.dirname(os.path.dirname(fastrnn.__file__)))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
