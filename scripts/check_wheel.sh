@@ -84,6 +84,9 @@ print(f"fit/predict/save/load OK, training accuracy {clf.score(X, y):.2f}")
 EOF
 mkdir "$TMP/run"
 (cd "$TMP/run" && "$VPY" "$TMP/use.py" "$ROOT" && "$VPY" -m fastrnn info > /dev/null)
+# the README's first command runs the console script; it must find the installed package
+# even from the source checkout
+(cd "$ROOT" && "$TMP/venv/bin/fastrnn" info > /dev/null)
 # the issue's own words: from /tmp
 (cd /tmp && "$VPY" -c "from fastrnn import LSTMClassifier; import fastrnn
 print('import from /tmp OK:', fastrnn.__file__)")
