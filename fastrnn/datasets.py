@@ -87,6 +87,8 @@ def make_delayed_recall(n_samples=1000, n_steps=30, n_classes=4, noise=0.3,
     n_classes). Returns X (n_samples, n_steps, n_classes + 1), y int (n_samples,).
     """
     _check(n_samples, n_steps, min_steps=2)
+    if int(n_classes) < 2:
+        raise ValueError(f"n_classes must be >= 2, got {n_classes}")
     rng = _rng(random_state)
     n, T = int(n_samples), int(n_steps)
     y = rng.integers(0, n_classes, size=n)
@@ -98,11 +100,17 @@ def make_delayed_recall(n_samples=1000, n_steps=30, n_classes=4, noise=0.3,
 
 
 def make_periodic(n_samples=1000, n_steps=64, n_classes=3, noise=0.5, random_state=None):
-    """Noisy periodic signals: class c is a sine of frequency (c + 1) / n_steps * 2
-    cycles with random phase and amplitude, buried in Gaussian noise; one feature.
-    Returns X (n_samples, n_steps, 1), y int (n_samples,).
+    """Noisy periodic signals: class c is a sine making 2 (c + 1) cycles over the
+    sequence, with random phase and amplitude, buried in Gaussian noise; one feature.
+    The classes stay distinguishable (below the Nyquist rate) while 4 * n_classes <
+    n_steps. Returns X (n_samples, n_steps, 1), y int (n_samples,).
     """
     _check(n_samples, n_steps, min_steps=4)
+    if int(n_classes) < 2:
+        raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+    if 4 * int(n_classes) >= int(n_steps):
+        raise ValueError(f"n_classes={n_classes} needs n_steps > {4 * int(n_classes)} "
+                         f"(class c makes 2(c+1) cycles), got n_steps={n_steps}")
     rng = _rng(random_state)
     n, T = int(n_samples), int(n_steps)
     y = rng.integers(0, n_classes, size=n)

@@ -80,3 +80,15 @@ def test_periodic_label_is_the_dominant_frequency():
 def test_invalid_sizes(make, kw):
     with pytest.raises(ValueError):
         make(**kw)
+
+
+def test_class_count_is_validated():
+    from fastrnn.datasets import make_delayed_recall, make_periodic
+    with pytest.raises(ValueError, match="n_classes"):
+        make_periodic(10, n_steps=16, n_classes=6)
+    with pytest.raises(ValueError, match="n_classes"):
+        make_periodic(10, n_steps=64, n_classes=1)
+    with pytest.raises(ValueError, match="n_classes"):
+        make_delayed_recall(10, n_classes=1)
+    X, y = make_periodic(10, n_steps=25, n_classes=6, random_state=0)
+    assert X.shape == (10, 25, 1) and set(y) <= set(range(6))
