@@ -3,7 +3,8 @@
 OpenMP is used when the compiler accepts -fopenmp; otherwise the core builds and runs
 single-threaded. Flags are portable: no -march=native (a wheel must run on any x86-64)
 and no -ffast-math (it would flip the whole process into flush-to-zero on load).
-FASTRNN_SANITIZE=1 builds with AddressSanitizer + UndefinedBehaviorSanitizer.
+FASTRNN_SANITIZE=1 builds with AddressSanitizer + UndefinedBehaviorSanitizer;
+FASTRNN_OPENMP=0 builds without OpenMP, as a compiler without it would.
 
 Every build also writes fastrnn/_build_info.py (compiler, flags, OpenMP, build-time
 versions), read by fastrnn.show_config(); it goes into the wheel, never into git.
@@ -42,7 +43,9 @@ def _compiler_accepts(compiler, flags):
 class BuildExt(build_ext):
     def build_extensions(self):
         sanitize = os.environ.get("FASTRNN_SANITIZE", "") not in ("", "0")
-        openmp = _compiler_accepts(self.compiler, ["-fopenmp"])
+        # FASTRNN_OPENMP=0 builds as a compiler without OpenMP would (tests the fallback)
+        openmp = os.environ.get("FASTRNN_OPENMP", "1") != "0" and \
+            _compiler_accepts(self.compiler, ["-fopenmp"])
         if not openmp:
             print("fastrnn: compiler without OpenMP, building single-threaded", file=sys.stderr)
         for ext in self.extensions:

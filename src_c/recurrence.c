@@ -74,6 +74,10 @@ static int fr_nchunks(const fr_dims *d) { return (d->batch + fr_chunk(d) - 1) / 
    The thread count never changes results: work is cut into fixed chunks. */
 static int fr_useful_threads(const fr_dims *d)
 {
+#ifndef _OPENMP
+    (void)d;
+    return 1;                    /* built without OpenMP: everything on the caller's thread */
+#endif
     int nt = d->n_threads < 1 ? 1 : d->n_threads;
     double work = (double)d->steps * d->batch * fr_gates(d->cell) * d->hidden
                 * (double)(d->input + d->hidden);
@@ -91,6 +95,10 @@ static int fr_threads(const fr_dims *d)
    per thread, and enough work per step that a barrier per step pays. */
 static int fr_split_threads(const fr_dims *d)
 {
+#ifndef _OPENMP
+    (void)d;
+    return 0;
+#endif
     if (fr_nchunks(d) != 1 || d->cell == FR_GRU) return 0;
     int nt = d->n_threads < 1 ? 1 : d->n_threads;
     double step_work = (double)fr_gates(d->cell) * d->hidden * (d->input + d->hidden);
