@@ -25,12 +25,9 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-SIZES = {  # batch, steps, inputs, hidden, layers
-    "S": (32, 50, 16, 64, 1),
-    "M": (64, 100, 32, 128, 1),
-    "L": (128, 200, 64, 256, 2),
-    "B1": (1, 100, 32, 128, 1),     # single-sequence latency (inference)
-}
+# the sizes and the fastrnn / PyTorch training steps are the package's quick benchmark's
+# (python -m fastrnn bench), so both time exactly the same thing
+from fastrnn._quickbench import SIZES, _fastrnn_steps, _torch_steps  # noqa: E402
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 N_CLASSES = 10
 
@@ -56,39 +53,7 @@ class FastRNN:
         self.fastrnn.set_num_threads(n)
 
     def build(self, cell, size):
-        from fastrnn.dense import Dense
-        from fastrnn.layers import GRU, LSTM, RNN
-        from fastrnn.losses import softmax_cross_entropy
-        from fastrnn.optim import Adam
-        B, T, I, H, L = SIZES[size]
-        cls = {"lstm": LSTM, "gru": GRU, "rnn": RNN}[cell]
-        rnn = cls(I, H, num_layers=L, random_state=0)
-        head = Dense(H, N_CLASSES, random_state=0)
-        opt = Adam(lr=1e-3)
-        rng = np.random.default_rng(0)
-        X = rng.normal(size=(B, T, I)).astype(np.float32)
-        y = rng.integers(0, N_CLASSES, size=B)
-        params = {"rnn." + k: v for k, v in rnn.params.items()}
-        params.update({"head." + k: v for k, v in head.params.items()})
-        lstm = cell == "lstm"
-
-        def infer():
-            rnn.forward(X)
-
-        def train():
-            _, state = rnn.forward(X, training=True)
-            h_n = state[0] if lstm else state
-            logits = head.forward(h_n[-1], training=True)
-            _, d_logits = softmax_cross_entropy(logits, y)
-            d_last, g_head = head.backward(d_logits)
-            d_h_n = np.zeros_like(h_n)
-            d_h_n[-1] = d_last
-            _, g_rnn = rnn.backward(None, (d_h_n, None) if lstm else d_h_n)
-            grads = {"rnn." + k: v for k, v in g_rnn.items() if k in rnn.params}
-            grads.update({"head." + k: v for k, v in g_head.items()})
-            opt.step(params, grads)
-
-        return {"inference": infer, "train": train}
+        return _fastrnn_steps(cell, size)
 
 
 class Torch:
@@ -106,29 +71,7 @@ class Torch:
         self.torch.set_num_threads(n)
 
     def build(self, cell, size):
-        torch = self.torch
-        B, T, I, H, L = SIZES[size]
-        cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
-        rnn = cls(I, H, num_layers=L, batch_first=True)
-        head = torch.nn.Linear(H, N_CLASSES)
-        opt = torch.optim.Adam(list(rnn.parameters()) + list(head.parameters()), lr=1e-3)
-        X = torch.randn(B, T, I)
-        y = torch.randint(0, N_CLASSES, (B,))
-        lstm = cell == "lstm"
-
-        def infer():
-            with torch.inference_mode():
-                rnn(X)
-
-        def train():
-            opt.zero_grad()
-            _, state = rnn(X)
-            h_n = state[0] if lstm else state
-            loss = torch.nn.functional.cross_entropy(head(h_n[-1]), y)
-            loss.backward()
-            opt.step()
-
-        return {"inference": infer, "train": train}
+        return _torch_steps(cell, size)
 
 
 class Keras:

@@ -20,6 +20,7 @@ SIZES = {  # batch, steps, inputs, hidden, layers
     "S": (32, 50, 16, 64, 1),
     "M": (64, 100, 32, 128, 1),
     "L": (128, 200, 64, 256, 2),
+    "B1": (1, 100, 32, 128, 1),     # single-sequence latency
 }
 N_CLASSES = 10
 

@@ -5,25 +5,9 @@ converted to numpy loads as ``params`` unchanged. Re-exported by fastrnn.layers.
 """
 import numpy as np
 
+from ._checks import _check_dtype, _check_positive_int
+
 __all__ = ["Dense"]
-
-
-def _check_size(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
-def _check_dtype(dtype):
-    try:
-        dt = np.dtype(dtype)
-    except TypeError as e:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from e
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
 
 
 def _as_real_array(value, name, dtype):
@@ -50,8 +34,8 @@ class Dense:
     """
 
     def __init__(self, in_features, out_features, dtype=np.float32, random_state=None):
-        self.in_features = _check_size(in_features, "in_features")
-        self.out_features = _check_size(out_features, "out_features")
+        self.in_features = _check_positive_int(in_features, "in_features")
+        self.out_features = _check_positive_int(out_features, "out_features")
         self.dtype = _check_dtype(dtype)
         rng = np.random.default_rng(random_state)
         bound = 1.0 / np.sqrt(self.in_features)

@@ -17,6 +17,8 @@ import threading
 import numpy as np
 
 from . import _core
+from ._checks import _check_dtype, _check_positive_int
+from .dense import Dense  # noqa: F401  (the dense layer, re-exported here)
 from ._memory import BLAS_INT_MAX, CHECK_ABOVE, check_memory
 from ._threads import get_num_threads
 
@@ -25,26 +27,6 @@ __all__ = ["LSTM", "GRU", "RNN"]
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 _STORE = {"lstm": 5, "gru": 4, "rnn": 0}   # values kept per step for backward, x hidden
 _MAX_THREADS = 1 << 10
-
-
-def _check_positive_int(value, name, upper=None):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    if upper is not None and value > upper:
-        raise ValueError(f"{name} must be <= {upper}, got {value}")
-    return int(value)
-
-
-def _check_dtype(dtype):
-    try:
-        dt = np.dtype(dtype)
-    except TypeError as e:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from e
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
 
 
 def _as_real_array(value, name, dtype=None):

@@ -200,30 +200,22 @@ static void FR(gemm_rm)(gemm_t gemm, int ta, int tb, int m, int n, int k, real a
     gemm(&ctb, &cta, &n, &m, &k, &alpha, (real *)B, &ldb, (real *)A, &lda, &beta, C, &ldc);
 }
 
-/* C (m x n) (+)= A (m x k) W^T with W (n x k): fastrnn's packed kernel when `packed`
-   is given (float32 on AVX-512), else BLAS. */
-static void FR(mul_wt)(gemm_t gemm, const float *packed, int m, int n, int k, const real *A,
-                       int lda, const real *W, int accumulate, real *C, int ldc)
+/* C (m x n) (+)= A (m x k) op(W), op(W) = W^T with W (n x k) when wt, else W (k x n):
+   fastrnn's packed kernel when `packed` is given (float32 on AVX-512), else BLAS. */
+static void FR(mul)(gemm_t gemm, const float *packed, int wt, int m, int n, int k,
+                    const real *A, int lda, const real *W, int accumulate, real *C, int ldc)
 {
 #if FR_IS_FLOAT
     if (packed) { fr_gemm_packed(m, n, k, A, lda, packed, accumulate, C, ldc); return; }
 #else
     (void)packed;
 #endif
-    FR(gemm_rm)(gemm, 0, 1, m, n, k, 1, A, lda, W, k, accumulate ? 1 : 0, C, ldc);
+    FR(gemm_rm)(gemm, 0, wt, m, n, k, 1, A, lda, W, wt ? k : n, accumulate ? 1 : 0, C, ldc);
 }
-
-/* C (m x n) (+)= A (m x k) W with W (k x n); as mul_wt. */
-static void FR(mul_w)(gemm_t gemm, const float *packed, int m, int n, int k, const real *A,
-                      int lda, const real *W, int accumulate, real *C, int ldc)
-{
-#if FR_IS_FLOAT
-    if (packed) { fr_gemm_packed(m, n, k, A, lda, packed, accumulate, C, ldc); return; }
-#else
-    (void)packed;
-#endif
-    FR(gemm_rm)(gemm, 0, 0, m, n, k, 1, A, lda, W, n, accumulate ? 1 : 0, C, ldc);
-}
+#define FR_MUL_WT(gemm, pk, m, n, k, A, lda, W, acc, C, ldc) \
+    FR(mul)(gemm, pk, 1, m, n, k, A, lda, W, acc, C, ldc)
+#define FR_MUL_W(gemm, pk, m, n, k, A, lda, W, acc, C, ldc) \
+    FR(mul)(gemm, pk, 0, m, n, k, A, lda, W, acc, C, ldc)
 
 /* C (m x n) += A^T B with A (K x m), B (K x n): the weight gradients. fastrnn's kernel
    for float32 on AVX-512 (no packing of the long inner dimension), else BLAS. */
@@ -352,7 +344,7 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
                         memset(dst, 0, sizeof(real) * I);
                 }
             }
-            FR(mul_wt)(gemm, pk_ih, kb * nb, GH, I, xg, I, w_ih, 0, xp, GH);
+            FR_MUL_WT(gemm, pk_ih, kb * nb, GH, I, xg, I, w_ih, 0, xp, GH);
         }
 
         for (int s = 0; s < kb; s++) {
@@ -363,9 +355,9 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
                     memcpy(xh + (size_t)r * ldh,
                            x + fr_row(d, fr_time_index(d, t, len[r]), b0 + perm[r]) * I,
                            sizeof(real) * I);
-                FR(mul_wt)(gemm, pk_hh, nact, GH, I + H, xh, ldh, NULL, 0, a, GH);
+                FR_MUL_WT(gemm, pk_hh, nact, GH, I + H, xh, ldh, NULL, 0, a, GH);
             } else {
-                FR(mul_wt)(gemm, pk_hh, nact, GH, H, h, H, w_hh, 0, a, GH);
+                FR_MUL_WT(gemm, pk_hh, nact, GH, H, h, H, w_hh, 0, a, GH);
             }
             real *st = store ? store + ((size_t)t * B + b0) * S : NULL;
             const real *xps = fused ? NULL : xp + (size_t)s * nb * GH;
@@ -584,7 +576,7 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
             if (cell == FR_GRU) FR(add_to)(dbi, dgi_rows[r], GH);
         }
         /* dh_{t-1} = direct part (left in dh by the cell) + dG W_hh, running rows only */
-        FR(mul_w)(gemm, pk_hh, nact, H, GH, gh, GH, w_hh, 1, dh, H);
+        FR_MUL_W(gemm, pk_hh, nact, H, GH, gh, GH, w_hh, 1, dh, H);
     }
     for (int r = 0; r < nb; r++) {
         const size_t dst = (size_t)(b0 + perm[r]) * H;
@@ -647,7 +639,7 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
                 FR(mul_tn)(gemm, ng, I, rows, dgi + g0, GH, x, I, dw_ih + (size_t)g0 * I, I);
             } else {                                 /* dX[r0:r1] (+)= dG W_ih */
                 const int r0 = (q - 2 * ngb) * rblk, nr = rows - r0 < rblk ? rows - r0 : rblk;
-                FR(mul_w)(gemm, pk_ih, nr, I, GH, dgi + (size_t)r0 * GH, GH, w_ih,
+                FR_MUL_W(gemm, pk_ih, nr, I, GH, dgi + (size_t)r0 * GH, GH, w_ih,
                           accumulate_dx, dx + (size_t)r0 * I, I);
             }
         }
