@@ -1,4 +1,4 @@
-"""Argument checks shared by the layers (fastrnn.layers, fastrnn.dense)."""
+"""Argument and parameter checks shared by the layers (fastrnn.layers, fastrnn.dense)."""
 import numpy as np
 
 
@@ -20,3 +20,31 @@ def _check_dtype(dtype):
     if dt not in (np.float32, np.float64):
         raise TypeError(f"dtype must be float32 or float64, got {dt}")
     return dt
+
+
+def _as_real_array(value, name, dtype=None):
+    """`value` as an array of `dtype` (None: its own real dtype, not converted yet),
+    refusing complex, object and string data."""
+    try:
+        arr = np.asarray(value)
+    except Exception as e:  # ragged nested lists and the like
+        raise ValueError(f"{name} could not be converted to an array: {e}") from e
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return arr if dtype is None else np.asarray(arr, dtype=dtype)
+
+
+def checked_params(params, shapes, dtype):
+    """`params` (a dict of arrays) as C-contiguous arrays of `dtype` (no copy when they
+    already are), after checking it holds exactly the names and shapes of `shapes`."""
+    if not isinstance(params, dict):
+        raise TypeError("params must be a dict of arrays")
+    out = {}
+    for name, shape in shapes.items():
+        if name not in params:
+            raise ValueError(f"params is missing {name!r}")
+        p = _as_real_array(params[name], f"params[{name!r}]", dtype)
+        if p.shape != shape:
+            raise ValueError(f"params[{name!r}] has shape {p.shape}, expected {shape}")
+        out[name] = np.ascontiguousarray(p)
+    return out

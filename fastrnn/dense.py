@@ -5,20 +5,9 @@ converted to numpy loads as ``params`` unchanged. Re-exported by fastrnn.layers.
 """
 import numpy as np
 
-from ._checks import _check_dtype, _check_positive_int
+from ._checks import _as_real_array, _check_dtype, _check_positive_int, checked_params
 
 __all__ = ["Dense"]
-
-
-def _as_real_array(value, name, dtype):
-    """`value` as an array of `dtype`, refusing complex, object and string data."""
-    try:
-        arr = np.asarray(value)
-    except Exception as e:  # ragged nested lists and the like
-        raise ValueError(f"{name} could not be converted to an array: {e}") from e
-    if arr.dtype.kind not in "fiub":
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    return np.asarray(arr, dtype=dtype)
 
 
 class Dense:
@@ -50,15 +39,7 @@ class Dense:
         return {"weight": (self.out_features, self.in_features), "bias": (self.out_features,)}
 
     def _checked_params(self):
-        out = {}
-        for name, shape in self.param_shapes().items():
-            if name not in self.params:
-                raise ValueError(f"params is missing {name!r}")
-            p = _as_real_array(self.params[name], f"params[{name!r}]", self.dtype)
-            if p.shape != shape:
-                raise ValueError(f"params[{name!r}] has shape {p.shape}, expected {shape}")
-            out[name] = p
-        return out
+        return checked_params(self.params, self.param_shapes(), self.dtype)
 
     def forward(self, X, training=False):
         """Y = X @ W^T + b for X of shape (..., in_features); returns (..., out_features).

@@ -17,7 +17,7 @@ import threading
 import numpy as np
 
 from . import _core
-from ._checks import _check_dtype, _check_positive_int
+from ._checks import _as_real_array, _check_dtype, _check_positive_int, checked_params
 from .dense import Dense  # noqa: F401  (the dense layer, re-exported here)
 from ._memory import BLAS_INT_MAX, CHECK_ABOVE, check_memory
 from ._threads import get_num_threads
@@ -27,18 +27,6 @@ __all__ = ["LSTM", "GRU", "RNN"]
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 _STORE = {"lstm": 5, "gru": 4, "rnn": 0}   # values kept per step for backward, x hidden
 _MAX_THREADS = 1 << 10
-
-
-def _as_real_array(value, name, dtype=None):
-    """`value` as an array of `dtype` (None: its own real dtype, not converted yet),
-    refusing complex, object and string data."""
-    try:
-        arr = np.asarray(value)
-    except Exception as e:  # ragged nested lists and the like
-        raise ValueError(f"{name} could not be converted to an array: {e}") from e
-    if arr.dtype.kind not in "fiub":
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    return arr if dtype is None else np.asarray(arr, dtype=dtype)
 
 
 def _check_finite(arr, name):
@@ -273,17 +261,7 @@ class _Recurrent:
     def _checked_params(self):
         """The parameters as C-contiguous arrays of the layer's dtype (no copy when they
         already are), after checking names and shapes."""
-        if not isinstance(self.params, dict):
-            raise TypeError("params must be a dict of arrays")
-        out = {}
-        for name, shape in self.param_shapes().items():
-            if name not in self.params:
-                raise ValueError(f"params is missing {name!r}")
-            p = _as_real_array(self.params[name], f"params[{name!r}]", self.dtype)
-            if p.shape != shape:
-                raise ValueError(f"params[{name!r}] has shape {p.shape}, expected {shape}")
-            out[name] = np.ascontiguousarray(p)
-        return out
+        return checked_params(self.params, self.param_shapes(), self.dtype)
 
     # ------------------------------------------------------------ input checks
     def _check_X(self, X, check_size=None):
