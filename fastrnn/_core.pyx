@@ -266,9 +266,8 @@ def forward(str cell, bint reverse, int n_threads, int chunk,
     cdef void *pws = _ptr(ws, 'ws', dtype, need, True)
     if (lstm and (pc_n == NULL or pc0 == NULL)) or (training and S > 0 and pst == NULL):
         raise ValueError("fastrnn core: missing LSTM cell-state or training buffers")
-    for name, arr in (('lengths', lengths),):
-        if arr.min() < 1 or arr.max() > T:
-            raise ValueError(f"fastrnn core: {name} must lie in [1, {T}]")
+    if lengths.min() < 1 or lengths.max() > T:
+        raise ValueError(f"fastrnn core: lengths must lie in [1, {T}]")
     cdef int rc
     _blas_hold_one()          # no exception can come between this and the restore
     if dtype == np.float32:

@@ -108,14 +108,6 @@ static int fr_split_threads(const fr_dims *d)
 }
 
 static int fr_xblock(const fr_dims *d) { return d->steps < FR_XBLOCK ? d->steps : FR_XBLOCK; }
-/* dG of the input pre-activation needs its own buffer, in the row order of x, unless
-   it equals the recurrent one in loop order (LSTM/RNN, forward direction, time-major) */
-static int fr_separate_dgi(const fr_dims *d)
-{
-    (void)d;
-    return 1;   /* loop order is permuted within chunks (longest first) */
-}
-
 /* Row of (time step t, sample b) in x, out, d_out, dx: batch-first (b, t) or
    time-major (t, b). The recurrence's own buffers are always (loop step, sample). */
 static inline size_t fr_row(const fr_dims *d, int t, int b)
@@ -183,7 +175,9 @@ size_t fr_backward_workspace(const fr_dims *d)
     size_t dg = fr_dg_size(d);
     if (!dg) return 0;
     size_t nt = (size_t)fr_useful_threads(d);
-    return dg * (fr_separate_dgi(d) ? 2 : 1) + (size_t)fr_nchunks(d) * 2 * GH
+    /* dG twice: in loop order (permuted within chunks) for the recurrence and dW_hh, and
+       in x's row order for dW_ih and dX */
+    return dg * 2 + (size_t)fr_nchunks(d) * 2 * GH
          + nt * 2 * fr_chunk(d) * d->hidden + fr_packed_weights(d);
 }
 
@@ -600,11 +594,10 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
     const int B = d->batch, T = d->steps, I = d->input, H = d->hidden;
     const int GH = fr_gates(d->cell) * H, nchunks = fr_nchunks(d);
     const int nt = fr_useful_threads(d);   /* not capped by chunks: the GEMM blocks use all */
-    const int separate = fr_separate_dgi(d);
     const size_t dg = fr_dg_size(d);
     real *dgh = ws;                                  /* (T,B,GH) loop order */
-    real *dgi = separate ? dgh + dg : dgh;           /* (T,B,GH) time order */
-    real *dbias = dgh + dg * (separate ? 2 : 1);     /* (nchunks, 2, GH) partial sums */
+    real *dgi = dgh + dg;                            /* (T,B,GH) x's row order */
+    real *dbias = dgi + dg;                          /* (nchunks, 2, GH) partial sums */
     real *packed = dbias + (size_t)nchunks * 2 * GH;
     real *wthreads = packed + fr_packed_weights(d);
     const size_t per = (size_t)2 * fr_chunk(d) * H;
