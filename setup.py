@@ -22,7 +22,7 @@ from setuptools.command.sdist import sdist
 from setuptools.modified import newer_group
 
 C_SOURCES = ["src_c/recurrence.c", "src_c/lstm.c", "src_c/gru.c", "src_c/rnn.c",
-             "src_c/kernels.c"]
+             "src_c/kernels.c", "src_c/vmath.c"]
 BASE_FLAGS = ["-O3", "-std=gnu11", "-fno-trapping-math", "-fno-math-errno"]
 
 
@@ -61,8 +61,9 @@ class BuildExt(build_ext):
                 lflags += san
             ext.extra_compile_args = cflags
             ext.extra_link_args = lflags
-            ext.define_macros = [("FASTRNN_OPENMP", "1" if openmp else "0"),
-                                 ("FASTRNN_CFLAGS", '"%s"' % " ".join(cflags))]
+            ext.define_macros = list(ext.define_macros) + [
+                ("FASTRNN_OPENMP", "1" if openmp else "0"),
+                ("FASTRNN_CFLAGS", '"%s"' % " ".join(cflags))]
             ext.fastrnn_build = dict(openmp=openmp, sanitize=sanitize, cflags=cflags,
                                      ldflags=lflags)
         super().build_extensions()
@@ -137,12 +138,14 @@ def _module_versions(names):
 
 
 def extensions():
+    import numpy
     from Cython.Build import cythonize
 
     ext = Extension(
         "fastrnn._core",
         sources=["fastrnn/_core.pyx"] + C_SOURCES,
-        include_dirs=["src_c"],
+        include_dirs=["src_c", numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         depends=["src_c/fastrnn.h", "src_c/instantiate.h", "src_c/cells.h", "src_c/mathfn.h",
                  "src_c/kernels.h"],
     )

@@ -12,8 +12,11 @@ Shapes and user-facing messages are checked earlier, in fastrnn/layers.py.
 """
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 from libc.stdint cimport uintptr_t
+cimport numpy as cnp
 import ctypes
 import numpy as np
+
+cnp.import_array()
 
 cdef extern from "fastrnn.h" nogil:
     ctypedef void (*fr_sgemm_t)(char *ta, char *tb, int *m, int *n, int *k, float *alpha,
@@ -156,34 +159,39 @@ def max_threads():
 
 # ---------------------------------------------------------------- buffer checks
 
-cdef int _itemsize_of(object dtype) except -1:
+cdef int _typenum_of(object dtype) except -1:
     if dtype == np.float32:
-        return 4
+        return cnp.NPY_FLOAT32
     if dtype == np.float64:
-        return 8
+        return cnp.NPY_FLOAT64
     raise TypeError(f"fastrnn core: dtype must be float32 or float64, got {dtype}")
 
 
-cdef void* _ptr(object a, str name, object dtype, Py_ssize_t need, bint writable,
+cdef void* _ptr(object a, str name, int typenum, Py_ssize_t need, bint writable,
                 bint optional=False) except? NULL:
-    """Address of a C-contiguous array of `dtype` holding at least `need` elements."""
+    """Address of a C-contiguous array of type `typenum` holding at least `need` elements.
+    (numpy's C macros: a batch-1 call hands over 14 arrays, and going through
+    __array_interface__ and .flags cost more than the C work of a short sequence.)"""
     if a is None:
         if optional:
             return NULL
         raise ValueError(f"fastrnn core: {name} is required")
     if not isinstance(a, np.ndarray):
         raise TypeError(f"fastrnn core: {name} must be a numpy array")
-    if a.dtype != dtype:
-        raise TypeError(f"fastrnn core: {name} has dtype {a.dtype}, expected {np.dtype(dtype)}")
-    if not a.flags.c_contiguous:
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if cnp.PyArray_TYPE(arr) != typenum:
+        raise TypeError(f"fastrnn core: {name} has dtype {a.dtype}, expected "
+                        f"{cnp.PyArray_DescrFromType(typenum)}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
         raise ValueError(f"fastrnn core: {name} must be C-contiguous")
-    if writable and not a.flags.writeable:
+    if writable and not cnp.PyArray_ISWRITEABLE(arr):
         raise ValueError(f"fastrnn core: {name} must be writable")
-    if a.size < need:
-        raise ValueError(f"fastrnn core: {name} has {a.size} elements, needs {need}")
-    if a.size == 0:
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(arr)
+    if size < need:
+        raise ValueError(f"fastrnn core: {name} has {size} elements, needs {need}")
+    if size == 0:
         return NULL
-    return <void*><uintptr_t>a.__array_interface__['data'][0]
+    return cnp.PyArray_DATA(arr)
 
 
 cdef fr_dims _dims(str cell, int batch, int steps, int input_size, int hidden, bint reverse,
@@ -236,41 +244,41 @@ def forward(str cell, bint reverse, int n_threads, int chunk,
     H = h0.shape[1]
     ld = out.shape[2] if out is not None else H
     dtype = x.dtype
-    _itemsize_of(dtype)
+    cdef int tn = _typenum_of(dtype)
     cdef fr_dims d = _dims(cell, B, T, I, H, reverse, n_threads, chunk, ld, batch_first)
     cdef bint lstm = d.cell == 0
     cdef int G = fr_gates(d.cell), S = fr_store_width(d.cell, H)
     cdef Py_ssize_t TB = <Py_ssize_t>T * B
     if out is not None and (col < 0 or col + H > ld):
         raise ValueError("fastrnn core: column offset out of range")
-    cdef char *po = <char*>_ptr(out, 'out', dtype, TB * ld, True, True)
+    cdef char *po = <char*>_ptr(out, 'out', tn, TB * ld, True, True)
     if po != NULL:
-        po += col * (4 if dtype == np.float32 else 8)
-    cdef void *ph_n = _ptr(h_n, 'h_n', dtype, B * H, True)
-    cdef void *pc_n = _ptr(c_n, 'c_n', dtype, B * H, True, not lstm)
+        po += col * (4 if tn == cnp.NPY_FLOAT32 else 8)
+    cdef void *ph_n = _ptr(h_n, 'h_n', tn, B * H, True)
+    cdef void *pc_n = _ptr(c_n, 'c_n', tn, B * H, True, not lstm)
     cdef bint training = h_all is not None
-    cdef void *ph_all = _ptr(h_all, 'h_all', dtype, (T + 1) * B * H, True, True)
-    cdef void *pc_all = _ptr(c_all, 'c_all', dtype, (T + 1) * B * H, True, not (lstm and training))
-    cdef void *pst = _ptr(store, 'store', dtype, TB * S, True, not (training and S > 0))
-    cdef void *px = _ptr(x, 'x', dtype, TB * I, False)
-    cdef int *plen = <int*>_ptr(lengths, 'lengths', np.int32, B, False)
-    cdef void *ph0 = _ptr(h0, 'h0', dtype, B * H, False)
-    cdef void *pc0 = _ptr(c0, 'c0', dtype, B * H, False, not lstm)
-    cdef void *pwi = _ptr(w_ih, 'w_ih', dtype, G * H * I, False)
-    cdef void *pwh = _ptr(w_hh, 'w_hh', dtype, G * H * H, False)
-    cdef void *pbi = _ptr(b_ih, 'b_ih', dtype, G * H, False)
-    cdef void *pbh = _ptr(b_hh, 'b_hh', dtype, G * H, False)
+    cdef void *ph_all = _ptr(h_all, 'h_all', tn, (T + 1) * B * H, True, True)
+    cdef void *pc_all = _ptr(c_all, 'c_all', tn, (T + 1) * B * H, True, not (lstm and training))
+    cdef void *pst = _ptr(store, 'store', tn, TB * S, True, not (training and S > 0))
+    cdef void *px = _ptr(x, 'x', tn, TB * I, False)
+    cdef int *plen = <int*>_ptr(lengths, 'lengths', cnp.NPY_INT32, B, False)
+    cdef void *ph0 = _ptr(h0, 'h0', tn, B * H, False)
+    cdef void *pc0 = _ptr(c0, 'c0', tn, B * H, False, not lstm)
+    cdef void *pwi = _ptr(w_ih, 'w_ih', tn, G * H * I, False)
+    cdef void *pwh = _ptr(w_hh, 'w_hh', tn, G * H * H, False)
+    cdef void *pbi = _ptr(b_ih, 'b_ih', tn, G * H, False)
+    cdef void *pbh = _ptr(b_hh, 'b_hh', tn, G * H, False)
     cdef size_t need = fr_forward_workspace(&d)
     if need == 0:
         raise MemoryError("fastrnn core: workspace size overflows")
-    cdef void *pws = _ptr(ws, 'ws', dtype, need, True)
+    cdef void *pws = _ptr(ws, 'ws', tn, need, True)
     if (lstm and (pc_n == NULL or pc0 == NULL)) or (training and S > 0 and pst == NULL):
         raise ValueError("fastrnn core: missing LSTM cell-state or training buffers")
     if lengths.min() < 1 or lengths.max() > T:
         raise ValueError(f"fastrnn core: lengths must lie in [1, {T}]")
     cdef int rc
     _blas_hold_one()          # no exception can come between this and the restore
-    if dtype == np.float32:
+    if tn == cnp.NPY_FLOAT32:
         with nogil:
             rc = fr_forward_f32(&d, <float*>po, <float*>ph_n, <float*>pc_n, <float*>ph_all,
                                 <float*>pc_all, <float*>pst, <const float*>px, plen,
@@ -301,7 +309,7 @@ def backward(str cell, bint reverse, int n_threads, int chunk,
         T, B, I = x.shape
     H = dh0.shape[1]
     dtype = x.dtype
-    _itemsize_of(dtype)
+    cdef int tn = _typenum_of(dtype)
     ld = d_out.shape[2] if d_out is not None else H
     cdef fr_dims d = _dims(cell, B, T, I, H, reverse, n_threads, chunk, ld, batch_first)
     cdef bint lstm = d.cell == 0
@@ -309,29 +317,29 @@ def backward(str cell, bint reverse, int n_threads, int chunk,
     cdef Py_ssize_t TB = <Py_ssize_t>T * B
     if d_out is not None and (col < 0 or col + H > ld):
         raise ValueError("fastrnn core: column offset out of range")
-    cdef void *pdx = _ptr(dx, 'dx', dtype, TB * I, True)
-    cdef void *pdwi = _ptr(dw_ih, 'dw_ih', dtype, G * H * I, True)
-    cdef void *pdwh = _ptr(dw_hh, 'dw_hh', dtype, G * H * H, True)
-    cdef void *pdbi = _ptr(db_ih, 'db_ih', dtype, G * H, True)
-    cdef void *pdbh = _ptr(db_hh, 'db_hh', dtype, G * H, True)
-    cdef void *pdh0 = _ptr(dh0, 'dh0', dtype, B * H, True)
-    cdef void *pdc0 = _ptr(dc0, 'dc0', dtype, B * H, True, not lstm)
-    cdef char *pdo = <char*>_ptr(d_out, 'd_out', dtype, TB * ld, False, True)
+    cdef void *pdx = _ptr(dx, 'dx', tn, TB * I, True)
+    cdef void *pdwi = _ptr(dw_ih, 'dw_ih', tn, G * H * I, True)
+    cdef void *pdwh = _ptr(dw_hh, 'dw_hh', tn, G * H * H, True)
+    cdef void *pdbi = _ptr(db_ih, 'db_ih', tn, G * H, True)
+    cdef void *pdbh = _ptr(db_hh, 'db_hh', tn, G * H, True)
+    cdef void *pdh0 = _ptr(dh0, 'dh0', tn, B * H, True)
+    cdef void *pdc0 = _ptr(dc0, 'dc0', tn, B * H, True, not lstm)
+    cdef char *pdo = <char*>_ptr(d_out, 'd_out', tn, TB * ld, False, True)
     if pdo != NULL:
-        pdo += col * (4 if dtype == np.float32 else 8)
-    cdef void *pdhn = _ptr(d_h_n, 'd_h_n', dtype, B * H, False, True)
-    cdef void *pdcn = _ptr(d_c_n, 'd_c_n', dtype, B * H, False, True)
-    cdef void *ph_all = _ptr(h_all, 'h_all', dtype, (T + 1) * B * H, False)
-    cdef void *pc_all = _ptr(c_all, 'c_all', dtype, (T + 1) * B * H, False, not lstm)
-    cdef void *pst = _ptr(store, 'store', dtype, TB * S, False, S == 0)
-    cdef void *px = _ptr(x, 'x', dtype, TB * I, False)
-    cdef int *plen = <int*>_ptr(lengths, 'lengths', np.int32, B, False)
-    cdef void *pwi = _ptr(w_ih, 'w_ih', dtype, G * H * I, False)
-    cdef void *pwh = _ptr(w_hh, 'w_hh', dtype, G * H * H, False)
+        pdo += col * (4 if tn == cnp.NPY_FLOAT32 else 8)
+    cdef void *pdhn = _ptr(d_h_n, 'd_h_n', tn, B * H, False, True)
+    cdef void *pdcn = _ptr(d_c_n, 'd_c_n', tn, B * H, False, True)
+    cdef void *ph_all = _ptr(h_all, 'h_all', tn, (T + 1) * B * H, False)
+    cdef void *pc_all = _ptr(c_all, 'c_all', tn, (T + 1) * B * H, False, not lstm)
+    cdef void *pst = _ptr(store, 'store', tn, TB * S, False, S == 0)
+    cdef void *px = _ptr(x, 'x', tn, TB * I, False)
+    cdef int *plen = <int*>_ptr(lengths, 'lengths', cnp.NPY_INT32, B, False)
+    cdef void *pwi = _ptr(w_ih, 'w_ih', tn, G * H * I, False)
+    cdef void *pwh = _ptr(w_hh, 'w_hh', tn, G * H * H, False)
     cdef size_t need = fr_backward_workspace(&d)
     if need == 0:
         raise MemoryError("fastrnn core: workspace size overflows")
-    cdef void *pws = _ptr(ws, 'ws', dtype, need, True)
+    cdef void *pws = _ptr(ws, 'ws', tn, need, True)
     if lstm and (pdc0 == NULL or pc_all == NULL):
         raise ValueError("fastrnn core: missing LSTM cell-state buffers")
     if S > 0 and pst == NULL:
@@ -341,7 +349,7 @@ def backward(str cell, bint reverse, int n_threads, int chunk,
     cdef int rc
     cdef int acc = 1 if accumulate_dx else 0
     _blas_hold_one()          # no exception can come between this and the restore
-    if dtype == np.float32:
+    if tn == cnp.NPY_FLOAT32:
         with nogil:
             rc = fr_backward_f32(&d, <float*>pdx, <float*>pdwi, <float*>pdwh, <float*>pdbi,
                                  <float*>pdbh, <float*>pdh0, <float*>pdc0,

@@ -29,4 +29,9 @@ void fr_gemm_packed(int m, int n, int k, const float *a, int lda, const float *b
 /* C (m x n) (+)= A^T B, A (K x m, ld lda), B (K x n, ld ldb), row-major, unpacked. */
 void fr_gemm_tn(int m, int n, int K, const float *a, int lda, const float *b, int ldb,
                 int accumulate, float *c, int ldc);
+
+/* float32 sigmoid / tanh in place over n floats (vmath.c); only when fr_vmath_avx512. */
+extern int fr_vmath_avx512;
+void fr_sigmoid_avx512(float *x, int n);
+void fr_tanh_avx512(float *x, int n);
 #endif

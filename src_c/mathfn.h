@@ -11,6 +11,7 @@
 #ifndef FR_MATHFN_FLOAT_DONE
 #define FR_MATHFN_FLOAT_DONE
 #include <stdint.h>
+#include "kernels.h"
 
 static inline float fr_bits_to_float(int32_t i) { float f; memcpy(&f, &i, 4); return f; }
 
@@ -53,15 +54,18 @@ static inline float fr_tanhf(float x)
 }
 #endif /* FR_MATHFN_FLOAT_DONE */
 
+/* vmath.c's AVX-512 versions where the CPU has them (chosen once per process, so a
+   process never mixes the two) */
 static inline void FR(vsigmoid)(real *restrict x, int n)
 {
+    if (fr_vmath_avx512) { fr_sigmoid_avx512(x, n); return; }
     for (int j = 0; j < n; j++) x[j] = fr_sigmoidf(x[j]);
 }
 static inline void FR(vtanh)(real *restrict x, int n)
 {
+    if (fr_vmath_avx512) { fr_tanh_avx512(x, n); return; }
     for (int j = 0; j < n; j++) x[j] = fr_tanhf(x[j]);
 }
-static inline real FR(tanh1)(real x) { return fr_tanhf(x); }
 
 #else /* double */
 
@@ -73,5 +77,4 @@ static inline void FR(vtanh)(real *restrict x, int n)
 {
     for (int j = 0; j < n; j++) x[j] = tanh(x[j]);
 }
-static inline real FR(tanh1)(real x) { return tanh(x); }
 #endif

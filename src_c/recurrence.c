@@ -41,6 +41,7 @@ int fr_max_threads(void) { return 1; }
 #define FR_FTZ_OFF() do { } while (0)
 #endif
 
+#include <stdint.h>
 #include "kernels.h"
 #define FR_TEMPLATE "recurrence.c"
 #include "instantiate.h"
@@ -90,22 +91,33 @@ static int fr_threads(const fr_dims *d)
     int nt = fr_useful_threads(d);
     return nt < fr_nchunks(d) ? nt : fr_nchunks(d);
 }
-/* Threads for the unit-split path (0: not eligible): inference of a batch too small to
-   cut into chunks (one chunk), LSTM or RNN, hidden units divisible into slices of 32
-   per thread, and enough work per step that a barrier per step pays. */
+/* Whether the unit-split path may take this call, whatever the thread count: inference
+   of a batch too small to cut into chunks (one chunk), LSTM or RNN, hidden units that
+   split into slices of 32 for at least 2 threads, and enough work per step that a
+   barrier per step pays. */
+static int fr_split_candidate(const fr_dims *d)
+{
+    if (fr_nchunks(d) != 1 || d->cell == FR_GRU || d->hidden % 64 != 0) return 0;
+    double step_work = (double)fr_gates(d->cell) * d->hidden * (d->input + d->hidden);
+    return step_work >= 32768.0;
+}
+/* Threads for the unit-split path (0: not taken) */
 static int fr_split_threads(const fr_dims *d)
 {
 #ifndef _OPENMP
     (void)d;
     return 0;
 #endif
-    if (fr_nchunks(d) != 1 || d->cell == FR_GRU) return 0;
+    if (!fr_split_candidate(d)) return 0;
     int nt = d->n_threads < 1 ? 1 : d->n_threads;
-    double step_work = (double)fr_gates(d->cell) * d->hidden * (d->input + d->hidden);
-    if (step_work < 32768.0) return 0;
     while (nt > 1 && d->hidden % (32 * nt) != 0) nt--;
     return nt >= 2 ? nt : 0;
 }
+/* One product per step, [x_t, h] [W_ih, W_hh]^T, for LSTM and RNN. Not for GRU (its n
+   gate needs the two halves apart), and not for split candidates: the split path
+   projects the inputs of a block of steps apart from h W_hh^T, and the chunk path then
+   does the same so that results never depend on the thread count. */
+static int fr_fused(const fr_dims *d) { return d->cell != FR_GRU && !fr_split_candidate(d); }
 
 static int fr_xblock(const fr_dims *d) { return d->steps < FR_XBLOCK ? d->steps : FR_XBLOCK; }
 /* Row of (time step t, sample b) in x, out, d_out, dx: batch-first (b, t) or
@@ -131,12 +143,18 @@ static int fr_lengths_ok(const fr_dims *d, const int *lengths)
 /* a * b * c ... in size_t, 0 on overflow */
 static size_t fr_mul(size_t a, size_t b) { return (b && a > (size_t)-1 / b) ? 0 : a * b; }
 
+/* Workspace regions start on 64-byte boundaries: numpy hands large buffers over at
+   16 bytes past a page, and the kernel's 64-byte loads of packed weights that straddle
+   two cache lines cost up to a third of a batch-1 step (L2-bound). */
+#define FR_ALIGN 16                                 /* elements: 64 bytes of float */
+static size_t fr_round(size_t n) { return (n + FR_ALIGN - 1) / FR_ALIGN * FR_ALIGN; }
+
 static size_t fr_forward_per_thread(const fr_dims *d)
 {
     size_t c = (size_t)fr_chunk(d), K = (size_t)fr_xblock(d), H = (size_t)d->hidden;
     size_t GH = (size_t)fr_gates(d->cell) * H;
-    return fr_mul(fr_mul(K, c), (size_t)d->input + GH) + c * GH + 2 * c * H
-         + c * ((size_t)d->input + H);
+    return fr_round(fr_mul(fr_mul(K, c), (size_t)d->input + GH) + c * GH + 2 * c * H
+                    + c * ((size_t)d->input + H));
 }
 
 /* packed float32 weights used by the kernel: W_hh then W_ih (see kernels.h) */
@@ -154,12 +172,26 @@ static int fr_use_kernel(void)
     return avail;
 }
 
+/* per thread of the unit-split path with nt threads: a, the two bias slices, the cell
+   slice, gathered inputs and their projection for a block of steps */
+static size_t fr_split_per_thread(const fr_dims *d, int nt)
+{
+    const size_t B = (size_t)d->batch, hs = (size_t)(d->hidden / nt);
+    const size_t GS = (size_t)fr_gates(d->cell) * hs, XB = (size_t)fr_xblock(d);
+    return fr_round(B * GS + 2 * GS + B * hs + XB * B * ((size_t)d->input + GS));
+}
+
 size_t fr_forward_workspace(const fr_dims *d)
 {
     if (!fr_dims_ok(d)) return 0;
-    int nt = fr_threads(d) > fr_split_threads(d) ? fr_threads(d) : fr_split_threads(d);
-    size_t per = fr_mul(fr_forward_per_thread(d), (size_t)nt);
-    return per ? per + fr_packed_weights(d) : 0;
+    const int nsplit = fr_split_threads(d);
+    size_t per = fr_mul(fr_forward_per_thread(d), (size_t)fr_threads(d));
+    if (nsplit) {       /* shared (2, B, H) state rows, then nsplit per-thread areas */
+        size_t split = fr_mul(fr_split_per_thread(d, nsplit), (size_t)nsplit)
+                     + fr_round(2 * (size_t)d->batch * d->hidden);
+        per = split > per ? split : per;
+    }
+    return per ? FR_ALIGN + per + fr_packed_weights(d) : 0;
 }
 
 static size_t fr_dg_size(const fr_dims *d)
@@ -177,12 +209,19 @@ size_t fr_backward_workspace(const fr_dims *d)
     size_t nt = (size_t)fr_useful_threads(d);
     /* dG twice: in loop order (permuted within chunks) for the recurrence and dW_hh, and
        in x's row order for dW_ih and dX */
-    return dg * 2 + (size_t)fr_nchunks(d) * 2 * GH
-         + nt * 2 * fr_chunk(d) * d->hidden + fr_packed_weights(d);
+    return FR_ALIGN + fr_round(dg) * 2 + fr_round((size_t)fr_nchunks(d) * 2 * GH)
+         + nt * fr_round((size_t)2 * fr_chunk(d) * d->hidden) + fr_packed_weights(d);
 }
 
 static int fr_time_index(const fr_dims *d, int t, int len) { return d->reverse ? len - 1 - t : t; }
 #endif /* FR_IS_FLOAT */
+
+/* the first 64-byte boundary in a workspace (the sizes above leave room for it) */
+static real *FR(aligned)(real *ws)
+{
+    const uintptr_t a = (uintptr_t)ws, r = (a + 63) & ~(uintptr_t)63;
+    return (real *)(void *)((char *)ws + (r - a));
+}
 
 /* Row-major C (m x n) = alpha op(A) op(B) + beta C through column-major BLAS:
    compute C^T = op(B)^T op(A)^T, i.e. swap the operands (as sklearn's _cython_blas). */
@@ -233,7 +272,7 @@ static void FR(pack_weights)(const fr_dims *d, real *ws, const real *w_ih, const
     if (!fr_use_kernel()) return;
     const int GH = fr_gates(d->cell) * d->hidden, H = d->hidden, I = d->input;
     float *p = ws;
-    if (!for_backward && d->cell != FR_GRU) {
+    if (!for_backward && fr_fused(d)) {
         /* one product per step: [x_t, h_{t-1}] [W_ih, W_hh]^T (GRU cannot: its n gate
            needs the two halves apart) */
         fr_pack_wt2(p, w_ih, I, I, w_hh, H, H, GH);
@@ -389,10 +428,12 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
 
 #if FR_IS_FLOAT
 /* Inference of a tiny batch (one chunk) with several threads: the hidden units are cut
-   into one slice per thread instead of the batch. Each thread packs the rows of
-   [W_ih, W_hh] that feed its units (they stay in its own cache), computes its gate
-   columns of [x_t, h] [W_ih, W_hh]^T and updates its units; the full h for the next step
-   is assembled in a double-buffered row, so one barrier per step suffices.
+   into one slice per thread instead of the batch. Each thread packs the rows of W_ih and
+   W_hh that feed its units (they stay in its own cache), projects the inputs of a block
+   of steps onto its gate columns in one product, and per step computes its gate columns
+   of h W_hh^T and updates its units; the full h for the next step is assembled in a
+   double-buffered row, so one barrier per step suffices. Per step only the recurrent
+   weights stream from the thread's cache (the input projection is done in blocks).
    LSTM/RNN only (their update of a unit needs nothing but that unit's gates). */
 static void FR(forward_split)(const fr_dims *d, int nt, real *out, real *h_n, real *c_n,
                               const real *x, const int *lengths, const real *h0,
@@ -400,69 +441,75 @@ static void FR(forward_split)(const fr_dims *d, int nt, real *out, real *h_n, re
                               const real *b_ih, const real *b_hh, real *ws)
 {
     const int B = d->batch, T = d->steps, I = d->input, H = d->hidden, cell = d->cell;
-    const int G = fr_gates(cell), K = I + H, hs = H / nt, lstm = cell == FR_LSTM;
-    const size_t per = fr_forward_per_thread(d);
-    real *packed = ws;                                   /* nt slices of (G*hs) x K */
-    real *wthreads = ws + fr_packed_weights(d);
-    /* shared (2, B, K) row pair, in thread 0's area right after its own buffers (the
-       per-thread area holds both: B <= chunk) */
-    real *xh = wthreads + (size_t)B * G * hs + 2 * (size_t)G * hs + (size_t)B * hs;
+    const int G = fr_gates(cell), hs = H / nt, GS = G * hs, lstm = cell == FR_LSTM;
+    const int XB = fr_xblock(d);
+    const size_t per = fr_split_per_thread(d, nt);
+    real *packed = ws;                                   /* nt slices: GS x H, GS x I */
+    real *hbuf = ws + fr_packed_weights(d);              /* (2, B, H) shared */
+    real *wthreads = hbuf + fr_round(2 * (size_t)B * H);
     int Tmax = 0;
     for (int b = 0; b < B; b++) Tmax = lengths[b] > Tmax ? lengths[b] : Tmax;
 #pragma omp parallel num_threads(nt)
     {
         FR_FTZ_ON();
         const int tid = FR_THREAD_NUM(), u0 = tid * hs;
-        real *pk = packed + (size_t)tid * G * hs * K;
+        real *pk_hh = packed + (size_t)tid * GS * (H + I);
+        real *pk_ih = pk_hh + (size_t)GS * H;
         real *w = wthreads + per * (size_t)tid;
-        real *a = w;                                     /* (B, G*hs) */
-        real *bi = a + (size_t)B * G * hs, *bh = bi + (size_t)G * hs;
-        real *cst = bh + (size_t)G * hs;                 /* (B, hs) */
-        for (int g = 0; g < G; g++) {
-            fr_pack_wt2(pk + (size_t)g * hs * K, w_ih + (size_t)(g * H + u0) * I, I, I,
-                        w_hh + (size_t)(g * H + u0) * H, H, H, hs);
+        real *a = w;                                     /* (B, GS) */
+        real *bi = a + (size_t)B * GS, *bh = bi + GS;
+        real *cst = bh + GS;                             /* (B, hs) */
+        real *xg = cst + (size_t)B * hs;                 /* (XB*B, I) */
+        real *xp = xg + (size_t)XB * B * I;              /* (XB*B, GS) */
+        for (int g = 0; g < G; g++) {                    /* gate g's rows u0..u0+hs */
+            fr_pack_wt(pk_hh + (size_t)g * hs * H, w_hh + (size_t)(g * H + u0) * H, hs, H, H);
+            fr_pack_wt(pk_ih + (size_t)g * hs * I, w_ih + (size_t)(g * H + u0) * I, hs, I, I);
             memcpy(bi + g * hs, b_ih + g * H + u0, sizeof(real) * hs);
             memcpy(bh + g * hs, b_hh + g * H + u0, sizeof(real) * hs);
         }
         for (int b = 0; b < B; b++) {
-            memcpy(xh + (size_t)b * K + I + u0, h0 + (size_t)b * H + u0, sizeof(real) * hs);
+            memcpy(hbuf + (size_t)b * H + u0, h0 + (size_t)b * H + u0, sizeof(real) * hs);
             if (lstm) memcpy(cst + (size_t)b * hs, c0 + (size_t)b * H + u0, sizeof(real) * hs);
         }
-        if (tid == 0)
-            for (int b = 0; b < B; b++)
-                memcpy(xh + (size_t)b * K, x + fr_row(d, fr_time_index(d, 0, lengths[b]), b) * I,
-                       sizeof(real) * I);
 #pragma omp barrier
-        for (int t = 0; t < Tmax; t++) {
-            real *cur = xh + (size_t)(t & 1) * B * K, *nxt = xh + (size_t)((t + 1) & 1) * B * K;
-            fr_gemm_packed(B, G * hs, K, cur, K, pk, 0, a, G * hs);
-            for (int b = 0; b < B; b++) {
-                const int len = lengths[b];
-                real *hn = nxt + (size_t)b * K + I + u0;
-                if (t >= len) {                          /* carried */
-                    memcpy(hn, cur + (size_t)b * K + I + u0, sizeof(real) * hs);
-                    continue;
-                }
-                real *ab = a + (size_t)b * G * hs;
-                if (lstm)
-                    FR(lstm_rows_forward)(1, hs, NULL, ab, bi, bh, hn, K, cst + (size_t)b * hs, NULL);
-                else
-                    FR(rnn_rows_forward)(1, hs, cell == FR_RNN_RELU, NULL, ab, bi, bh, hn, K);
-                if (out)
-                    memcpy(out + fr_row(d, fr_time_index(d, t, len), b) * d->ld + u0, hn,
-                           sizeof(real) * hs);
-            }
-            if (tid == 0)
+        for (int t0 = 0; t0 < Tmax; t0 += XB) {
+            const int kb = Tmax - t0 < XB ? Tmax - t0 : XB;
+            for (int s = 0; s < kb; s++)
                 for (int b = 0; b < B; b++) {
-                    real *dst = nxt + (size_t)b * K;
-                    if (t + 1 < lengths[b])
-                        memcpy(dst, x + fr_row(d, fr_time_index(d, t + 1, lengths[b]), b) * I,
+                    real *dst = xg + ((size_t)s * B + b) * I;
+                    if (t0 + s < lengths[b])
+                        memcpy(dst, x + fr_row(d, fr_time_index(d, t0 + s, lengths[b]), b) * I,
                                sizeof(real) * I);
+                    else
+                        memset(dst, 0, sizeof(real) * I);
+                }
+            fr_gemm_packed(kb * B, GS, I, xg, I, pk_ih, 0, xp, GS);
+            for (int s = 0; s < kb; s++) {
+                const int t = t0 + s;
+                real *cur = hbuf + (size_t)(t & 1) * B * H, *nxt = hbuf + (size_t)((t + 1) & 1) * B * H;
+                fr_gemm_packed(B, GS, H, cur, H, pk_hh, 0, a, GS);
+                for (int b = 0; b < B; b++) {
+                    const int len = lengths[b];
+                    real *hn = nxt + (size_t)b * H + u0;
+                    if (t >= len) {                      /* carried */
+                        memcpy(hn, cur + (size_t)b * H + u0, sizeof(real) * hs);
+                        continue;
+                    }
+                    real *ab = a + (size_t)b * GS;
+                    const real *xpb = xp + ((size_t)s * B + b) * GS;
+                    if (lstm)
+                        FR(lstm_rows_forward)(1, hs, xpb, ab, bi, bh, hn, H, cst + (size_t)b * hs, NULL);
+                    else
+                        FR(rnn_rows_forward)(1, hs, cell == FR_RNN_RELU, xpb, ab, bi, bh, hn, H);
+                    if (out)
+                        memcpy(out + fr_row(d, fr_time_index(d, t, len), b) * d->ld + u0, hn,
+                               sizeof(real) * hs);
                 }
 #pragma omp barrier
+            }
         }
         for (int b = 0; b < B; b++) {
-            memcpy(h_n + (size_t)b * H + u0, xh + (size_t)(Tmax & 1) * B * K + (size_t)b * K + I + u0,
+            memcpy(h_n + (size_t)b * H + u0, hbuf + (size_t)(Tmax & 1) * B * H + (size_t)b * H + u0,
                    sizeof(real) * hs);
             if (lstm) memcpy(c_n + (size_t)b * H + u0, cst + (size_t)b * hs, sizeof(real) * hs);
             for (int tt = lengths[b]; tt < T && out; tt++)
@@ -480,6 +527,7 @@ int FR(fr_forward)(const fr_dims *d, real *out, real *h_n, real *c_n,
                    real *ws, gemm_t gemm)
 {
     if (!fr_dims_ok(d) || !fr_lengths_ok(d, lengths)) return FR_EBADDIMS;
+    ws = FR(aligned)(ws);
     const int nchunks = fr_nchunks(d), nt = fr_threads(d);
     const size_t per = fr_forward_per_thread(d);
 #if FR_IS_FLOAT
@@ -595,12 +643,12 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
     const int GH = fr_gates(d->cell) * H, nchunks = fr_nchunks(d);
     const int nt = fr_useful_threads(d);   /* not capped by chunks: the GEMM blocks use all */
     const size_t dg = fr_dg_size(d);
-    real *dgh = ws;                                  /* (T,B,GH) loop order */
-    real *dgi = dgh + dg;                            /* (T,B,GH) x's row order */
-    real *dbias = dgi + dg;                          /* (nchunks, 2, GH) partial sums */
-    real *packed = dbias + (size_t)nchunks * 2 * GH;
+    real *dgh = FR(aligned)(ws);                     /* (T,B,GH) loop order */
+    real *dgi = dgh + fr_round(dg);                  /* (T,B,GH) x's row order */
+    real *dbias = dgi + fr_round(dg);                /* (nchunks, 2, GH) partial sums */
+    real *packed = dbias + fr_round((size_t)nchunks * 2 * GH);
     real *wthreads = packed + fr_packed_weights(d);
-    const size_t per = (size_t)2 * fr_chunk(d) * H;
+    const size_t per = fr_round((size_t)2 * fr_chunk(d) * H);
     const float *pk_hh, *pk_ih;
     FR(pack_weights)(d, packed, w_ih, w_hh, 1, &pk_hh, &pk_ih);
     /* the large GEMMs after the loop, cut in fixed blocks (deterministic for any thread
