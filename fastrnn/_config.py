@@ -80,7 +80,9 @@ def get_config():
         "openmp": {"enabled": _core.openmp_enabled(), "runtime": _loaded_openmp()},
         "threads": {"fastrnn": get_num_threads(), "openmp_default": _core.max_threads(),
                     "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
-        "cpu": {"avx512f": avx512, "machine": platform.machine()},
+        "cpu": {"avx512f": avx512, "machine": platform.machine(),
+                "avx512_paths": _core.avx512_paths(),
+                "FASTRNN_PORTABLE": os.environ.get("FASTRNN_PORTABLE")},
         "build": build,
     }
 
@@ -97,10 +99,11 @@ def show_config(file=None):
     b, blas, omp, thr = c["build"], c["blas"], c["openmp"], c["threads"]
     vers = b.get("build_versions") or {}
     built_with = ", ".join(f"{k} {v}" for k, v in vers.items() if v)
-    if c["cpu"]["avx512f"] is None:
-        kernels = "unknown CPU features (cell math and float32 kernels pick at run time)"
-    elif c["cpu"]["avx512f"]:
-        kernels = "AVX-512 (cell math clones + packed float32 kernel)"
+    if c["cpu"]["avx512_paths"]:
+        kernels = "AVX-512 (cell math clones, vector activations, packed float32 kernels)"
+    elif c["cpu"]["avx512f"] and c["cpu"]["FASTRNN_PORTABLE"]:
+        kernels = ("portable (FASTRNN_PORTABLE is set: BLAS for every product, portable "
+                   "activations; the cell loops still use their AVX-512 clones)")
     else:
         kernels = "baseline x86-64 (no AVX-512 on this CPU; BLAS for every product)"
     lines = [

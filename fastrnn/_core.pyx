@@ -18,6 +18,9 @@ import numpy as np
 
 cnp.import_array()
 
+cdef extern from "kernels.h" nogil:
+    int fr_kernel_available()
+
 cdef extern from "fastrnn.h" nogil:
     ctypedef void (*fr_sgemm_t)(char *ta, char *tb, int *m, int *n, int *k, float *alpha,
                                 float *a, int *lda, float *b, int *ldb, float *beta,
@@ -146,6 +149,12 @@ def _set_blas_thread_control(bint enabled):
         _blas_get = NULL
     else:
         _init_blas_threads()
+
+
+def avx512_paths():
+    """True when the core runs its AVX-512 code: the packed float32 kernels and vector
+    activations (the CPU has AVX-512F and FASTRNN_PORTABLE was not set at import)."""
+    return bool(fr_kernel_available())
 
 
 def openmp_enabled():

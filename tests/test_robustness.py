@@ -1077,8 +1077,13 @@ def test_gil_is_released_during_core_calls():
     assert len(inside) > 10
 
 
-def _run_script(code, timeout):
-    env = dict(os.environ)
+def _core_avx512():
+    from fastrnn import _core
+    return _core.avx512_paths()
+
+
+def _run_script(code, timeout, extra_env=None):
+    env = dict(os.environ, **(extra_env or {}))
     env["PYTHONPATH"] = os.pathsep.join(
         [os.path.dirname(os.path.dirname(fastrnn.__file__))] + sys.path)
     # run from the directory holding the fastrnn under test: `python -c` puts the working
@@ -1088,6 +1093,56 @@ def _run_script(code, timeout):
                           cwd=os.path.dirname(os.path.dirname(fastrnn.__file__)))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
+
+
+def _all_paths_results(tmp_file):
+    """Script: forward + backward of every cell on float32 batches that take the chunked
+    path (70 samples, ragged, 2 layers, bidirectional) and the batch-1 path (hidden 128),
+    saved to tmp_file."""
+    return f"""
+        import numpy as np
+        from fastrnn import _core
+        from fastrnn.layers import GRU, LSTM, RNN
+        res = {{"avx512": np.array(_core.avx512_paths())}}
+        for name, cls in (("lstm", LSTM), ("gru", GRU), ("rnn", RNN)):
+            for tag, (B, T, I, H, L, bidir) in (("chunks", (70, 23, 5, 40, 2, True)),
+                                                ("one", (1, 30, 32, 128, 1, False))):
+                rng = np.random.default_rng(7)
+                layer = cls(I, H, num_layers=L, bidirectional=bidir, random_state=3)
+                X = rng.standard_normal((B, T, I)).astype(np.float32)
+                lengths = rng.integers(1, T + 1, size=B)
+                lengths[0] = T
+                out, state = layer.forward(X, lengths=lengths, training=True, n_threads=2)
+                d_out = rng.standard_normal(out.shape).astype(np.float32)
+                dX, grads = layer.backward(d_out)
+                inf, _ = layer.forward(X, lengths=lengths, n_threads=2)
+                res[f"{{name}}_{{tag}}_out"] = out
+                res[f"{{name}}_{{tag}}_inf"] = inf
+                res[f"{{name}}_{{tag}}_dX"] = dX
+                for k, g in grads.items():
+                    res[f"{{name}}_{{tag}}_g_{{k}}"] = g
+        np.savez({str(tmp_file)!r}, **res)
+        print("ok")
+    """
+
+
+@pytest.mark.skipif(not _core_avx512(), reason="needs a CPU with AVX-512F")
+def test_portable_paths_agree_with_avx512_paths(tmp_path):
+    """FASTRNN_PORTABLE=1 runs the baseline code (scipy BLAS for every product, the
+    portable activations) on this machine too: its results agree with the AVX-512 ones
+    (packed kernels, vector activations, unit split) to float32 rounding."""
+    fast, portable = tmp_path / "fast.npz", tmp_path / "portable.npz"
+    assert _run_script(_all_paths_results(fast), timeout=300).strip() == "ok"
+    assert _run_script(_all_paths_results(portable), timeout=300,
+                       extra_env={"FASTRNN_PORTABLE": "1"}).strip() == "ok"
+    a, b = np.load(fast), np.load(portable)
+    assert bool(a["avx512"]) and not bool(b["avx512"])
+    assert sorted(a.files) == sorted(b.files) and len(a.files) > 30
+    for k in a.files:
+        if k == "avx512":
+            continue
+        scale = max(1.0, float(np.abs(b[k]).max()))
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=2e-5 * scale, err_msg=k)
 
 
 def test_forked_processes_after_threaded_use_do_not_deadlock():
