@@ -192,13 +192,70 @@ void fr_gemm_packed(int m, int n, int k, const float *a, int lda, const float *b
     fr_gemm_packed_avx512(m, n, k, a, lda, bp, accumulate, c, ldc);
 }
 
-/* C (m x n) (+)= A^T B with A (K x m) and B (K x n) row-major, unpacked: the weight
-   gradients dW = dG^T X, whose inner dimension runs over all (step, sample) rows.
-   K is cut in blocks of FR_KC so a block of B's panel and of A's columns stay in L1
-   across the tiles; every element still sums its K terms in ascending order, so the
-   result does not depend on how callers split the rows of C. */
+/* C (m x n) (+)= A^T B with A (K x m) and B (K x n) row-major: the weight gradients
+   dW = dG^T X, whose inner dimension runs over all (step, sample) rows.
+   Blocked as a BLAS would: K in blocks of FR_KC; per block, B's rows are copied into
+   contiguous panels of NR columns (B's rows are H or I floats apart, often a power of
+   two, which maps a strided panel onto a few L1 sets) in bpk, and FR_MB columns of A
+   at a time are copied tile by tile (8 columns, kk-major: one contiguous 4 KB stream
+   per tile); a panel (16 KB) and the copy of A (16 KB) stay in L1 while the tiles run.
+   Every element still sums its K terms in ascending order, so the result does not
+   depend on how callers split C. */
 #define FR_KC 128
-static FR_AVX512 void fr_gemm_tn_avx512(int m, int n, int K, const float *a, int lda,
+#define FR_MB 32
+static FR_AVX512 void fr_gemm_tn_blocked(int m, int n, int K, const float *a, int lda,
+                                        const float *b, int ldb, int accumulate, float *c,
+                                        int ldc, float *bpk)
+{
+    const int np = (n + FR_NR - 1) / FR_NR;
+    float apk[FR_MB * FR_KC] __attribute__((aligned(64)));
+    for (int kb = 0; kb < K; kb += FR_KC) {
+        const int kc = K - kb < FR_KC ? K - kb : FR_KC;
+        const int acc = accumulate || kb > 0;
+        const float *ak = a + (size_t)kb * lda, *bk = b + (size_t)kb * ldb;
+        for (int p = 0; p < np; p++) {
+            const int nc = n - p * FR_NR < FR_NR ? n - p * FR_NR : FR_NR;
+            float *panel = bpk + (size_t)p * FR_KC * FR_NR;
+            for (int kk = 0; kk < kc; kk++) {
+                const float *src = bk + (size_t)kk * ldb + p * FR_NR;
+                float *dst = panel + kk * FR_NR;
+                if (nc == FR_NR) {
+                    _mm512_store_ps(dst, _mm512_loadu_ps(src));
+                    _mm512_store_ps(dst + 16, _mm512_loadu_ps(src + 16));
+                } else {
+                    for (int j = 0; j < nc; j++) dst[j] = src[j];
+                    for (int j = nc; j < FR_NR; j++) dst[j] = 0.0f;
+                }
+            }
+        }
+        for (int i0 = 0; i0 < m; i0 += FR_MB) {
+            const int mb = m - i0 < FR_MB ? m - i0 : FR_MB;
+            for (int kk = 0; kk < kc; kk++) {            /* row kk of the block, once */
+                const float *src = ak + (size_t)kk * lda + i0;
+                int t = 0;
+                for (; t + FR_MR <= mb; t += FR_MR)         /* tile t: columns t .. t+8 */
+                    _mm256_store_ps(apk + (size_t)t * kc + kk * FR_MR, _mm256_loadu_ps(src + t));
+                for (int r = 0; t + r < mb; r++) apk[(size_t)t * kc + kk * FR_MR + r] = src[t + r];
+            }
+            for (int p = 0; p < np; p++) {
+                const int nc = n - p * FR_NR < FR_NR ? n - p * FR_NR : FR_NR;
+                const float *panel = bpk + (size_t)p * FR_KC * FR_NR;
+                float *cp = c + (size_t)i0 * ldc + p * FR_NR;
+                int t = 0;
+                for (; t + FR_MR <= mb; t += FR_MR)
+                    fr_tile(FR_MR, kc, apk + (size_t)t * kc, 1, FR_MR, panel, FR_NR, acc,
+                            cp + (size_t)t * ldc, ldc, nc);
+                if (t < mb)      /* last tile of fewer columns: rows of its copy */
+                    fr_rows(mb - t, kc, apk + (size_t)t * kc, 1, FR_MR, panel, FR_NR, acc,
+                            cp + (size_t)t * ldc, ldc, nc);
+            }
+        }
+    }
+}
+
+/* fr_gemm_tn for C of one or two panels (dW_ih with few inputs): A is streamed once,
+   straight from its rows (a copy would not be reused). Same order of sums. */
+static FR_AVX512 void fr_gemm_tn_direct(int m, int n, int K, const float *a, int lda,
                                         const float *b, int ldb, int accumulate, float *c,
                                         int ldc)
 {
@@ -228,6 +285,20 @@ static FR_AVX512 void fr_gemm_tn_avx512(int m, int n, int K, const float *a, int
             }
         }
     }
+}
+
+static FR_AVX512 void fr_gemm_tn_avx512(int m, int n, int K, const float *a, int lda,
+                                        const float *b, int ldb, int accumulate, float *c,
+                                        int ldc)
+{
+    /* the copy of B's panels, per call (not per step): KC x n floats */
+    float *bpk = n > 2 * FR_NR ? aligned_alloc(64, sizeof(float) * FR_KC * FR_NR *
+                                                   (size_t)((n + FR_NR - 1) / FR_NR)) : NULL;
+    if (bpk)
+        fr_gemm_tn_blocked(m, n, K, a, lda, b, ldb, accumulate, c, ldc, bpk);
+    else
+        fr_gemm_tn_direct(m, n, K, a, lda, b, ldb, accumulate, c, ldc);
+    free(bpk);
 }
 
 void fr_gemm_tn(int m, int n, int K, const float *a, int lda, const float *b, int ldb,
