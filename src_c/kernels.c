@@ -291,6 +291,21 @@ static FR_AVX512 void fr_gemm_tn_avx512(int m, int n, int K, const float *a, int
                                         const float *b, int ldb, int accumulate, float *c,
                                         int ldc)
 {
+    if (n <= FR_NR / 2) {
+        /* few columns (dW_ih with few inputs): a panel would be mostly padding, so
+           compute C^T = B^T A (n rows against full panels of A) and add it transposed.
+           Chosen by n alone: callers split m across threads. */
+        float *ct = malloc(sizeof(float) * (size_t)n * m);
+        if (ct) {
+            fr_gemm_tn_direct(n, m, K, b, ldb, a, lda, 0, ct, m);
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++)
+                    c[(size_t)i * ldc + j] = accumulate ? c[(size_t)i * ldc + j] + ct[(size_t)j * m + i]
+                                                        : ct[(size_t)j * m + i];
+            free(ct);
+            return;
+        }
+    }
     /* the copy of B's panels, per call (not per step): KC x n floats */
     float *bpk = n > 2 * FR_NR ? aligned_alloc(64, sizeof(float) * FR_KC * FR_NR *
                                                    (size_t)((n + FR_NR - 1) / FR_NR)) : NULL;

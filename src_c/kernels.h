@@ -34,6 +34,9 @@ void fr_gemm_tn(int m, int n, int K, const float *a, int lda, const float *b, in
 extern int fr_vmath_avx512;
 void fr_sigmoid_avx512(float *x, int n);
 void fr_tanh_avx512(float *x, int n);
+/* the same over `len` floats of each of `rows` rows `stride` floats apart */
+void fr_sigmoid_avx512_rows(float *x, int len, int rows, size_t stride);
+void fr_tanh_avx512_rows(float *x, int len, int rows, size_t stride);
 /* lstm.c's float32 backward rows, fused (vmath.c); only when fr_vmath_avx512. */
 void fr_lstm_rows_backward_avx512(int n, int H, const float *store, const float *c_prev,
                                   const float *c_t, float *dh, float *dc, float *dgh,
