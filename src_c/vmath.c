@@ -30,14 +30,23 @@ static inline FR_AVX512 __m512 fr_rcp16(__m512 d)
     return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(1.0f)), r);
 }
 
-/* exp(x), x clamped to [-87, 87] (same Cephes polynomial as mathfn.h) */
-static inline FR_AVX512 __m512 fr_exp16(__m512 x)
+/* exp(s x) for x in [-87, 87] (callers clamp) and s = +1 or -1, the sign folded into
+   the range reduction; n = round(s x / ln2) by the 1.5*2^23 trick (one add, where
+   vrndscaleps takes two uops on the busy port); same Cephes polynomial as mathfn.h */
+static inline FR_AVX512 __m512 fr_exp16(__m512 x, const int neg)
 {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(87.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    const __m512 magic = _mm512_set1_ps(12582912.0f);
+    const __m512 n = _mm512_sub_ps(
+        _mm512_fmadd_ps(x, _mm512_set1_ps(neg ? -1.44269504088896341f : 1.44269504088896341f),
+                        magic), magic);
+    __m512 r;
+    if (neg) {            /* r = -x - n ln2 */
+        r = _mm512_fmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+        r = _mm512_fnmsub_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    } else {              /* r = x - n ln2 */
+        r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+        r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    }
     __m512 p = _mm512_set1_ps(1.9875691500e-4f);
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
@@ -50,7 +59,8 @@ static inline FR_AVX512 __m512 fr_exp16(__m512 x)
 
 static inline FR_AVX512 __m512 fr_sigmoid16(__m512 x)
 {
-    return fr_rcp16(_mm512_add_ps(_mm512_set1_ps(1.0f), fr_exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(87.0f));
+    return fr_rcp16(_mm512_add_ps(_mm512_set1_ps(1.0f), fr_exp16(x, 1)));
 }
 
 /* tanh(x) as mathfn.h computes it: 1 - 2/(exp(2|x|) + 1) with the sign restored for
@@ -61,7 +71,7 @@ static inline FR_AVX512 __m512 fr_tanh16(__m512 x)
 {
     const __m512 sign = _mm512_set1_ps(-0.0f);
     const __m512 ax = _mm512_andnot_ps(sign, x);
-    const __m512 e = fr_exp16(_mm512_min_ps(_mm512_add_ps(ax, ax), _mm512_set1_ps(20.0f)));
+    const __m512 e = fr_exp16(_mm512_min_ps(_mm512_add_ps(ax, ax), _mm512_set1_ps(20.0f)), 0);
     const __m512 two = _mm512_set1_ps(2.0f);
     __m512 big = _mm512_fnmadd_ps(two, fr_rcp16(_mm512_add_ps(e, _mm512_set1_ps(1.0f))),
                                   _mm512_set1_ps(1.0f));
