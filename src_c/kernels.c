@@ -33,7 +33,7 @@ int fr_kernel_available(void)
 #define FR_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,fma")))
 
 /* dst[q*ldd + j] = src[j*lds + q] for j, q < 16: a 16x16 transpose in registers */
-static FR_AVX512 void fr_transpose16(const float *src, size_t lds, float *dst, size_t ldd)
+static FR_AVX512 void fr_transpose16_avx512(const float *src, size_t lds, float *dst, size_t ldd)
 {
     __m512 r[16], t[16];
     for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + (size_t)i * lds);
@@ -62,14 +62,14 @@ static FR_AVX512 void fr_transpose16(const float *src, size_t lds, float *dst, s
 /* One panel: rows [col0, col0+nc) of W (each k1 long, ld ldw) into columns of dst
    (k1 x NR, ld NR): the per-call repacking of the weights, so it is transposed 16x16
    in registers (element by element it took half of a batch-1 call's time). */
-static FR_AVX512 void fr_pack_panel_rows(float *dst, const float *w, int ldw, int col0, int nc,
-                                         int k1)
+static FR_AVX512 void fr_pack_panel_rows_avx512(float *dst, const float *w, int ldw, int col0,
+                                                int nc, int k1)
 {
     int kk = 0;
     if (nc == FR_NR)
         for (; kk + 16 <= k1; kk += 16)
             for (int h = 0; h < FR_NR; h += 16)
-                fr_transpose16(w + (size_t)(col0 + h) * ldw + kk, (size_t)ldw,
+                fr_transpose16_avx512(w + (size_t)(col0 + h) * ldw + kk, (size_t)ldw,
                                dst + (size_t)kk * FR_NR + h, FR_NR);
     for (int j = 0; j < FR_NR; j++) {
         const float *src = w + (size_t)(col0 + j) * ldw;
@@ -203,7 +203,7 @@ void fr_gemm_packed(int m, int n, int k, const float *a, int lda, const float *b
    depend on how callers split C. */
 #define FR_KC 128
 #define FR_MB 32
-static FR_AVX512 void fr_gemm_tn_blocked(int m, int n, int K, const float *a, int lda,
+static FR_AVX512 void fr_gemm_tn_blocked_avx512(int m, int n, int K, const float *a, int lda,
                                         const float *b, int ldb, int accumulate, float *c,
                                         int ldc, float *bpk)
 {
@@ -255,7 +255,7 @@ static FR_AVX512 void fr_gemm_tn_blocked(int m, int n, int K, const float *a, in
 
 /* fr_gemm_tn for C of one or two panels (dW_ih with few inputs): A is streamed once,
    straight from its rows (a copy would not be reused). Same order of sums. */
-static FR_AVX512 void fr_gemm_tn_direct(int m, int n, int K, const float *a, int lda,
+static FR_AVX512 void fr_gemm_tn_direct_avx512(int m, int n, int K, const float *a, int lda,
                                         const float *b, int ldb, int accumulate, float *c,
                                         int ldc)
 {
@@ -297,7 +297,7 @@ static FR_AVX512 void fr_gemm_tn_avx512(int m, int n, int K, const float *a, int
            Chosen by n alone: callers split m across threads. */
         float *ct = malloc(sizeof(float) * (size_t)n * m);
         if (ct) {
-            fr_gemm_tn_direct(n, m, K, b, ldb, a, lda, 0, ct, m);
+            fr_gemm_tn_direct_avx512(n, m, K, b, ldb, a, lda, 0, ct, m);
             for (int i = 0; i < m; i++)
                 for (int j = 0; j < n; j++)
                     c[(size_t)i * ldc + j] = accumulate ? c[(size_t)i * ldc + j] + ct[(size_t)j * m + i]
@@ -310,9 +310,9 @@ static FR_AVX512 void fr_gemm_tn_avx512(int m, int n, int K, const float *a, int
     float *bpk = n > 2 * FR_NR ? aligned_alloc(64, sizeof(float) * FR_KC * FR_NR *
                                                    (size_t)((n + FR_NR - 1) / FR_NR)) : NULL;
     if (bpk)
-        fr_gemm_tn_blocked(m, n, K, a, lda, b, ldb, accumulate, c, ldc, bpk);
+        fr_gemm_tn_blocked_avx512(m, n, K, a, lda, b, ldb, accumulate, c, ldc, bpk);
     else
-        fr_gemm_tn_direct(m, n, K, a, lda, b, ldb, accumulate, c, ldc);
+        fr_gemm_tn_direct_avx512(m, n, K, a, lda, b, ldb, accumulate, c, ldc);
     free(bpk);
 }
 
@@ -322,6 +322,7 @@ void fr_gemm_tn(int m, int n, int K, const float *a, int lda, const float *b, in
     fr_gemm_tn_avx512(m, n, K, a, lda, b, ldb, accumulate, c, ldc);
 }
 
+#define fr_pack_panel_rows fr_pack_panel_rows_avx512   /* packing only runs with the kernel */
 #else
 int fr_kernel_available(void) { return 0; }
 /* One panel: rows [col0, col0+nc) of W (each k1 long, ld ldw) into columns of dst

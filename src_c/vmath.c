@@ -24,7 +24,7 @@ __attribute__((constructor)) static void fr_vmath_init(void)
 #define FR_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,fma")))
 
 /* 1/d for d in [1, 2^126]: rcp14 and one Newton step */
-static inline FR_AVX512 __m512 fr_rcp16(__m512 d)
+static inline FR_AVX512 __m512 fr_rcp16_avx512(__m512 d)
 {
     const __m512 r = _mm512_rcp14_ps(d);
     return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(1.0f)), r);
@@ -33,7 +33,7 @@ static inline FR_AVX512 __m512 fr_rcp16(__m512 d)
 /* exp(s x) for x in [-87, 87] (callers clamp) and s = +1 or -1, the sign folded into
    the range reduction; n = round(s x / ln2) by the 1.5*2^23 trick (one add, where
    vrndscaleps takes two uops on the busy port); same Cephes polynomial as mathfn.h */
-static inline FR_AVX512 __m512 fr_exp16(__m512 x, const int neg)
+static inline FR_AVX512 __m512 fr_exp16_avx512(__m512 x, const int neg)
 {
     const __m512 magic = _mm512_set1_ps(12582912.0f);
     const __m512 n = _mm512_sub_ps(
@@ -57,23 +57,23 @@ static inline FR_AVX512 __m512 fr_exp16(__m512 x, const int neg)
     return _mm512_scalef_ps(p, n);
 }
 
-static inline FR_AVX512 __m512 fr_sigmoid16(__m512 x)
+static inline FR_AVX512 __m512 fr_sigmoid16_avx512(__m512 x)
 {
     x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(87.0f));
-    return fr_rcp16(_mm512_add_ps(_mm512_set1_ps(1.0f), fr_exp16(x, 1)));
+    return fr_rcp16_avx512(_mm512_add_ps(_mm512_set1_ps(1.0f), fr_exp16_avx512(x, 1)));
 }
 
 /* tanh(x) as mathfn.h computes it: 1 - 2/(exp(2|x|) + 1) with the sign restored for
    |x| >= 0.625, Cephes' odd polynomial below (full relative accuracy near 0). A rational
    interpolant (Eigen's) would be cheaper, but its few-ulp error next to +-1 ruins
    1 - tanh^2 in backward for saturated units (measured: 40% off in a weight gradient). */
-static inline FR_AVX512 __m512 fr_tanh16(__m512 x)
+static inline FR_AVX512 __m512 fr_tanh16_avx512(__m512 x)
 {
     const __m512 sign = _mm512_set1_ps(-0.0f);
     const __m512 ax = _mm512_andnot_ps(sign, x);
-    const __m512 e = fr_exp16(_mm512_min_ps(_mm512_add_ps(ax, ax), _mm512_set1_ps(20.0f)), 0);
+    const __m512 e = fr_exp16_avx512(_mm512_min_ps(_mm512_add_ps(ax, ax), _mm512_set1_ps(20.0f)), 0);
     const __m512 two = _mm512_set1_ps(2.0f);
-    __m512 big = _mm512_fnmadd_ps(two, fr_rcp16(_mm512_add_ps(e, _mm512_set1_ps(1.0f))),
+    __m512 big = _mm512_fnmadd_ps(two, fr_rcp16_avx512(_mm512_add_ps(e, _mm512_set1_ps(1.0f))),
                                   _mm512_set1_ps(1.0f));
     big = _mm512_or_ps(big, _mm512_and_ps(sign, x));
     const __m512 z = _mm512_mul_ps(x, x);
@@ -104,13 +104,13 @@ static inline FR_AVX512 __m512 fr_tanh16(__m512 x)
         }                                                                            \
     }                                                                                \
     FR_AVX512 void name(float *x, int n) { name##_rows(x, n, 1, 0); }
-FR_ARRAY_FN(fr_sigmoid_avx512, fr_sigmoid16)
-FR_ARRAY_FN(fr_tanh_avx512, fr_tanh16)
+FR_ARRAY_FN(fr_sigmoid_avx512, fr_sigmoid16_avx512)
+FR_ARRAY_FN(fr_tanh_avx512, fr_tanh16_avx512)
 
 /* The LSTM backward step of n rows in one pass per 16 units, everything in registers
    (lstm.c makes a pass for tanh(c) and one for the gradients, and copies dG for dgi;
    this cut an M training step by 10%). Same formulas as lstm.c. */
-static inline FR_AVX512 __m512 fr_load_part(const float *p, __mmask16 m)
+static inline FR_AVX512 __m512 fr_load_part_avx512(const float *p, __mmask16 m)
 {
     return _mm512_maskz_loadu_ps(m, p);
 }
@@ -128,16 +128,16 @@ FR_AVX512 void fr_lstm_rows_backward_avx512(int n, int H, const float *store,
         float *gi = dgi_rows ? dgi_rows[r] : NULL;
         for (int j = 0; j < H; j += 16) {
             const __mmask16 m = H - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (H - j)) - 1u);
-            const __m512 i = fr_load_part(st + j, m), f = fr_load_part(st + H + j, m);
-            const __m512 gg = fr_load_part(st + 2 * H + j, m), o = fr_load_part(st + 3 * H + j, m);
-            const __m512 t = fr_tanh16(fr_load_part(ct + j, m));
-            const __m512 d = fr_load_part(dhr + j, m);
+            const __m512 i = fr_load_part_avx512(st + j, m), f = fr_load_part_avx512(st + H + j, m);
+            const __m512 gg = fr_load_part_avx512(st + 2 * H + j, m), o = fr_load_part_avx512(st + 3 * H + j, m);
+            const __m512 t = fr_tanh16_avx512(fr_load_part_avx512(ct + j, m));
+            const __m512 d = fr_load_part_avx512(dhr + j, m);
             /* dct = dc + dh * o * (1 - t^2) */
             const __m512 dct = _mm512_fmadd_ps(_mm512_mul_ps(d, o), _mm512_fnmadd_ps(t, t, one),
-                                               fr_load_part(dcr + j, m));
+                                               fr_load_part_avx512(dcr + j, m));
             const __m512 di = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dct, gg), i),
                                             _mm512_sub_ps(one, i));
-            const __m512 df = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dct, fr_load_part(cp + j, m)), f),
+            const __m512 df = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dct, fr_load_part_avx512(cp + j, m)), f),
                                             _mm512_sub_ps(one, f));
             const __m512 dg = _mm512_mul_ps(_mm512_mul_ps(dct, i), _mm512_fnmadd_ps(gg, gg, one));
             const __m512 dout = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(d, t), o),
