@@ -10,6 +10,8 @@
 #include <string.h>
 #include "kernels.h"
 
+int fr_avx512 = 0;
+
 #define FR_MR 8
 
 size_t fr_packed_size(int n, int k) { return (size_t)((n + FR_NR - 1) / FR_NR) * FR_NR * k; }
@@ -20,14 +22,20 @@ size_t fr_packed_size(int n, int k) { return (size_t)((n + FR_NR - 1) / FR_NR) *
 
 typedef float fr_v16 __attribute__((vector_size(64), aligned(4), may_alias));
 
-/* FASTRNN_PORTABLE=1 (read once per process) turns the AVX-512 code off: the tests use it
-   to run the portable paths on this machine too. */
+/* FASTRNN_PORTABLE=1 turns the AVX-512 code off: the tests use it to run the portable
+   paths on this machine too. */
 int fr_kernel_available(void)
 {
     const char *env = getenv("FASTRNN_PORTABLE");
     if (env && env[0] && strcmp(env, "0") != 0) return 0;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f");
+}
+
+/* decided once, when the library loads, so a process never mixes the two paths */
+__attribute__((constructor)) static void fr_avx512_init(void)
+{
+    fr_avx512 = fr_kernel_available();
 }
 
 #define FR_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,fma")))
@@ -337,7 +345,6 @@ static void fr_pack_panel_rows(float *dst, const float *w, int ldw, int col0, in
         for (int kk = 0; kk < k1; kk++) dst[(size_t)kk * FR_NR + j] = 0.0f;
 }
 
-
 void fr_gemm_tn(int m, int n, int K, const float *a, int lda, const float *b, int ldb,
                 int accumulate, float *c, int ldc)
 {
@@ -385,4 +392,3 @@ void fr_pack_w(float *bp, const float *w, int k, int n, int ldw)
         }
     }
 }
-

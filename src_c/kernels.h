@@ -12,8 +12,12 @@
 
 #define FR_NR 32   /* output columns per packed panel (two 16-float vectors) */
 
-/* 1 when the running CPU has AVX-512F and the kernel was compiled in. */
+/* 1 when the running CPU has AVX-512F, the kernel was compiled in and FASTRNN_PORTABLE
+   is not set. */
 int fr_kernel_available(void);
+/* fr_kernel_available(), taken once when the library loads: every AVX-512 path (the
+   kernels, vmath.c) is used only when it is 1. */
+extern int fr_avx512;
 /* Elements of a packed matrix with n output columns and k inner dimension. */
 size_t fr_packed_size(int n, int k);
 /* Pack W (n x k, row-major, ld ldw) for C = A W^T:  bp[p][kk][j] = W[p*NR+j][kk]. */
@@ -30,14 +34,13 @@ void fr_gemm_packed(int m, int n, int k, const float *a, int lda, const float *b
 void fr_gemm_tn(int m, int n, int K, const float *a, int lda, const float *b, int ldb,
                 int accumulate, float *c, int ldc);
 
-/* float32 sigmoid / tanh in place over n floats (vmath.c); only when fr_vmath_avx512. */
-extern int fr_vmath_avx512;
+/* float32 sigmoid / tanh in place over n floats (vmath.c); only when fr_avx512. */
 void fr_sigmoid_avx512(float *x, int n);
 void fr_tanh_avx512(float *x, int n);
 /* the same over `len` floats of each of `rows` rows `stride` floats apart */
 void fr_sigmoid_avx512_rows(float *x, int len, int rows, size_t stride);
 void fr_tanh_avx512_rows(float *x, int len, int rows, size_t stride);
-/* lstm.c's float32 backward rows, fused (vmath.c); only when fr_vmath_avx512. */
+/* lstm.c's float32 backward rows, fused (vmath.c); only when fr_avx512. */
 void fr_lstm_rows_backward_avx512(int n, int H, const float *store, const float *c_prev,
                                   const float *c_t, float *dh, float *dc, float *dgh,
                                   float *const *dgi_rows);

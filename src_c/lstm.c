@@ -104,7 +104,7 @@ FR_CLONES void FR(lstm_rows_forward)(int n, int H, const real *xp, real *a, cons
     /* (a one-pass AVX-512 forward, like the backward below, measured 4-6% slower at
        H = 64 and 128 than these passes over vmath.c's array activations) */
 #if FR_IS_FLOAT
-    if (fr_vmath_avx512 && H < 64) {
+    if (fr_avx512 && H < 64) {
         FR(lstm_rows_forward_small)(n, H, xp, a, b_ih, b_hh, h, ldh, c, store);
         return;
     }
@@ -121,7 +121,7 @@ FR_CLONES void FR(lstm_rows_backward)(int n, int H, const real *store, const rea
 {
     const int GH = 4 * H;
 #if FR_IS_FLOAT
-    if (fr_vmath_avx512) {
+    if (fr_avx512) {
         fr_lstm_rows_backward_avx512(n, H, store, c_prev, c_t, dh, dc, dgh, dgi_rows);
         return;
     }

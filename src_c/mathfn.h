@@ -58,12 +58,12 @@ static inline float fr_tanhf(float x)
    process never mixes the two) */
 static inline void FR(vsigmoid)(real *restrict x, int n)
 {
-    if (fr_vmath_avx512) { fr_sigmoid_avx512(x, n); return; }
+    if (fr_avx512) { fr_sigmoid_avx512(x, n); return; }
     for (int j = 0; j < n; j++) x[j] = fr_sigmoidf(x[j]);
 }
 static inline void FR(vtanh)(real *restrict x, int n)
 {
-    if (fr_vmath_avx512) { fr_tanh_avx512(x, n); return; }
+    if (fr_avx512) { fr_tanh_avx512(x, n); return; }
     for (int j = 0; j < n; j++) x[j] = fr_tanhf(x[j]);
 }
 

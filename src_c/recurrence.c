@@ -165,12 +165,7 @@ static size_t fr_packed_weights(const fr_dims *d)
          + fr_packed_size(d->hidden, GH) + fr_packed_size(d->input, GH);
 }
 
-static int fr_use_kernel(void)
-{
-    static int avail = -1;
-    if (avail < 0) avail = fr_kernel_available();
-    return avail;
-}
+static int fr_use_kernel(void) { return fr_avx512; }
 
 /* per thread of the unit-split path with nt threads: a, the two bias slices, the cell
    slice, gathered inputs and their projection for a block of steps */
@@ -339,6 +334,24 @@ static void FR(copy_rows)(real *dst, int ldd, const real *src, int lds, int nb, 
         memcpy(dst + (size_t)r * ldd, src + (size_t)r * lds, sizeof(real) * H);
 }
 
+/* The inputs of steps [t0, t0 + kb) of nb samples into xg, (kb*nb, I) step-major: row
+   (s, r) holds sample b0 + perm[r] (b0 + r without perm) at its step t0 + s, or zeros
+   past its length len[r]. */
+static void FR(gather_inputs)(const fr_dims *d, const real *x, int t0, int kb, int b0,
+                              int nb, const int *perm, const int *len, real *xg)
+{
+    const int I = d->input;
+    for (int s = 0; s < kb; s++)
+        for (int r = 0; r < nb; r++) {
+            const int b = b0 + (perm ? perm[r] : r), t = t0 + s;
+            real *dst = xg + ((size_t)s * nb + r) * I;
+            if (t < len[r])
+                memcpy(dst, x + fr_row(d, fr_time_index(d, t, len[r]), b) * I, sizeof(real) * I);
+            else
+                memset(dst, 0, sizeof(real) * I);
+        }
+}
+
 /* Runs samples [j*c, j*c + nb) through all their steps. w: this thread's workspace.
    Inside the chunk the samples are ordered by length, longest first (perm), so at every
    step the samples still running are rows [0, nact): the products and the cell work on
@@ -382,17 +395,7 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
     for (int t0 = 0; t0 < Tc; t0 += K) {
         const int kb = Tc - t0 < K ? Tc - t0 : K;
         if (!fused) {
-            for (int s = 0; s < kb; s++) {
-                for (int r = 0; r < nb; r++) {
-                    const int b = b0 + perm[r], t = t0 + s;
-                    real *dst = xg + ((size_t)s * nb + r) * I;
-                    if (t < len[r])
-                        memcpy(dst, x + fr_row(d, fr_time_index(d, t, len[r]), b) * I,
-                               sizeof(real) * I);
-                    else
-                        memset(dst, 0, sizeof(real) * I);
-                }
-            }
+            FR(gather_inputs)(d, x, t0, kb, b0, nb, perm, len, xg);
             FR_MUL_WT(gemm, pk_ih, kb * nb, GH, I, xg, I, w_ih, 0, xp, GH);
         }
 
@@ -490,15 +493,7 @@ static void FR(forward_split)(const fr_dims *d, int nt, real *out, real *h_n, re
 #pragma omp barrier
         for (int t0 = 0; t0 < Tmax; t0 += XB) {
             const int kb = Tmax - t0 < XB ? Tmax - t0 : XB;
-            for (int s = 0; s < kb; s++)
-                for (int b = 0; b < B; b++) {
-                    real *dst = xg + ((size_t)s * B + b) * I;
-                    if (t0 + s < lengths[b])
-                        memcpy(dst, x + fr_row(d, fr_time_index(d, t0 + s, lengths[b]), b) * I,
-                               sizeof(real) * I);
-                    else
-                        memset(dst, 0, sizeof(real) * I);
-                }
+            FR(gather_inputs)(d, x, t0, kb, 0, B, NULL, lengths, xg);
             fr_gemm_packed(kb * B, GS, I, xg, I, pk_ih, 0, xp, GS);
             for (int s = 0; s < kb; s++) {
                 const int t = t0 + s;
@@ -667,8 +662,9 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
     const size_t per = fr_round((size_t)2 * fr_chunk(d) * H);
     const float *pk_hh, *pk_ih;
     FR(pack_weights)(d, packed, w_ih, w_hh, 1, &pk_hh, &pk_ih);
-    /* the large GEMMs after the loop, cut in fixed blocks (deterministic for any thread
-       count): dW_hh and dW_ih by blocks of gate rows, dX by blocks of (t, b) rows */
+    /* the large GEMMs after the loop, cut in pieces fixed by the problem (deterministic
+       for any thread count): dW_hh and dW_ih by segments of rows (fr_kseg), dX by blocks
+       of (t, b) rows */
     const int rows = T * B, rblk = FR_GEMM_BLOCK_ROWS, nrb = (rows + rblk - 1) / rblk;
     const int nseg = fr_kseg(d), segr = (rows + nseg - 1) / nseg;
     real *part_hh = wthreads + (size_t)nt * per;     /* (nseg, GH, H) partial dW_hh */

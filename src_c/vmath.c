@@ -8,18 +8,11 @@
      - exp builds 2^n with vscalefps (no integer exponent arithmetic);
      - the formulas and polynomials are mathfn.h's, so both paths agree to rounding.
    Same results on every thread count (pure element-wise functions). Callers check
-   fr_vmath_avx512 (set once when the library loads) and fall back to mathfn.h. */
+   fr_avx512 (set once when the library loads) and fall back to mathfn.h. */
 #include "kernels.h"
-
-int fr_vmath_avx512 = 0;
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(FR_NO_AVX512)
 #include <immintrin.h>
-
-__attribute__((constructor)) static void fr_vmath_init(void)
-{
-    fr_vmath_avx512 = fr_kernel_available();
-}
 
 #define FR_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,fma")))
 
