@@ -16,7 +16,6 @@ the forward. The sgemm rate of scipy's BLAS (a large square product, same thread
 measured in the same run and each configuration is also shown as a fraction of it.
 """
 import argparse
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -27,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # the sizes and the fastrnn / PyTorch training steps are the package's quick benchmark's
 # (python -m fastrnn bench), so both time exactly the same thing
-from fastrnn._quickbench import SIZES, _fastrnn_steps, _torch_steps  # noqa: E402
+from fastrnn._quickbench import SIZES, _Worker, _fastrnn_steps, _torch_steps  # noqa: E402
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 N_CLASSES = 10
 
@@ -47,7 +46,6 @@ class FastRNN:
     def __init__(self):
         import fastrnn
         self.fastrnn = fastrnn
-        self.models = {}
 
     def threads(self, n):
         self.fastrnn.set_num_threads(n)
@@ -157,29 +155,6 @@ def _worker(name, threads, conn):
         conn.send(times)
 
 
-class Worker:
-    def __init__(self, name, threads):
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        env_threads = str(threads)
-        os.environ["OMP_NUM_THREADS"] = env_threads
-        self.proc = ctx.Process(target=_worker, args=(name, threads, child), daemon=True)
-        self.proc.start()
-        assert self.conn.recv() == "ready"
-        self.name = name
-
-    def run(self, cell, size, mode, iters):
-        self.conn.send((cell, size, mode, iters))
-        return self.conn.recv()
-
-    def close(self):
-        try:
-            self.conn.send(None)
-        except OSError:
-            pass
-        self.proc.join(timeout=10)
-
-
 def sgemm_rate(threads, n=2048, reps=5):
     """GFLOP/s of scipy's sgemm on a large square product with `threads` BLAS threads."""
     from scipy.linalg.blas import sgemm
@@ -215,7 +190,7 @@ def run(args):
     for threads in args.threads:
         rate = sgemm_rate(threads)
         print(f"# scipy sgemm (2048^3, {threads} thread(s)): {rate:.1f} GFLOP/s", flush=True)
-        workers = {n: Worker(n, threads) for n in names}
+        workers = {n: _Worker(_worker, (n, threads), threads, n) for n in names}
         try:
             for size in args.sizes:
                 for cell in args.cells:
@@ -224,7 +199,7 @@ def run(args):
                         samples = {n: [] for n in names}
                         for _ in range(args.rounds):
                             for n in names:
-                                ts = workers[n].run(cell, size, mode, iters_for(size, mode))
+                                ts = workers[n].ask((cell, size, mode, iters_for(size, mode)))
                                 samples[n].append(float(np.median(ts)))
                                 time.sleep(args.pause)  # let the other's idle threads sleep
                         for n in names:

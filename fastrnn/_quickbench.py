@@ -114,14 +114,17 @@ def _worker(name, threads, min_seconds, conn):
 
 
 class _Worker:
-    def __init__(self, name, threads, min_seconds):
+    """A contender in its own spawned process. target(*args, conn) sends "ready", then
+    answers every message with one reply until it receives None. OMP_NUM_THREADS is
+    set for the child only. (bench/layers.py runs its contenders through this too.)"""
+
+    def __init__(self, target, args, threads, label):
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
         old = os.environ.get("OMP_NUM_THREADS")
         os.environ["OMP_NUM_THREADS"] = str(threads)
         try:
-            self.proc = ctx.Process(target=_worker, args=(name, threads, min_seconds, child),
-                                    daemon=True)
+            self.proc = ctx.Process(target=target, args=tuple(args) + (child,), daemon=True)
             self.proc.start()
         finally:
             if old is None:
@@ -129,10 +132,10 @@ class _Worker:
             else:
                 os.environ["OMP_NUM_THREADS"] = old
         if not self.conn.poll(120) or self.conn.recv() != "ready":
-            raise RuntimeError(f"the {name} benchmark worker did not start")
+            raise RuntimeError(f"the {label} benchmark worker did not start")
 
-    def time(self, cell, size, mode):
-        self.conn.send((cell, size, mode))
+    def ask(self, msg):
+        self.conn.send(msg)
         return self.conn.recv()
 
     def close(self):
@@ -173,7 +176,7 @@ def run(sizes=("M",), cells=("lstm", "gru", "rnn"), modes=("inference", "train")
     if "torch" in names:
         header += ["torch ms", "torch/fastrnn"]
     print(" | ".join(header), file=file, flush=True)
-    workers = {n: _Worker(n, threads, min_seconds) for n in names}
+    workers = {n: _Worker(_worker, (n, threads, min_seconds), threads, n) for n in names}
     rows = []
     try:
         for size in sizes:
@@ -182,7 +185,7 @@ def run(sizes=("M",), cells=("lstm", "gru", "rnn"), modes=("inference", "train")
                     samples = {n: [] for n in names}
                     for _ in range(rounds):
                         for n in names:
-                            samples[n].append(workers[n].time(cell, size, mode))
+                            samples[n].append(workers[n].ask((cell, size, mode)))
                             time.sleep(0.05)  # let the other's idle OpenMP threads sleep
                     row = dict(size=size, cell=cell, mode=mode, threads=threads,
                                **{n: float(np.median(samples[n])) for n in names})
