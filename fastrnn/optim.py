@@ -12,12 +12,25 @@ gradient); per-parameter state (moments, step counts) is kept under the same key
 ``opt.lr`` is a plain attribute: schedulers change it between epochs. All state is plain
 numpy and Python numbers, so optimizers (and schedulers) pickle.
 
+A gradient may also be a `fastrnn.sparse.RowSparseGrad` (an embedding table's gradient,
+nonzero on a few rows). The update is then "lazy", as torch.optim.SparseAdam and
+TensorFlow's LazyAdam: the dense formulas are applied to the listed rows of the parameter
+and of its state arrays, and every other row, state included, is left as it is (weight
+decay too acts on the listed rows alone). State arrays stay dense, the shape of the
+parameter, so one parameter can get dense gradients on some steps and sparse ones on
+others. Adam's bias correction counts every step of the parameter, sparse or dense.
+
+Nothing here calls numpy's BLAS (np.dot, @, np.linalg.norm...): a BLAS call wakes numpy's
+own thread pool, whose spinning threads then take cores from fastrnn's OpenMP threads.
+
 Schedulers are stepped once per epoch: ``sched.step()`` or ``sched.step(val_loss)``.
 """
 import math
 import numbers
 
 import numpy as np
+
+from .sparse import RowSparseGrad
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "make_optimizer", "clip_grad_norm",
            "ConstantLR", "CosineAnnealingLR", "ReduceLROnPlateau", "make_scheduler"]
@@ -53,8 +66,11 @@ def _check_betas(betas):
 class Optimizer:
     """Base class: checks the (params, grads) pair and runs `_update` per key.
 
-    Subclasses implement ``_update(key, p, g)`` which changes ``p`` in place, with ``g``
-    already cast to ``p``'s dtype and shape-checked.
+    Subclasses implement ``_update(st, p, g)``, which changes ``p`` and the arrays of the
+    parameter's state dict ``st`` in place, with ``g`` already cast to ``p``'s dtype and
+    shape-checked. The same `_update` serves sparse gradients: it is run on copies of the
+    listed rows of ``p`` and of the state arrays, which are then written back
+    (`_update_rows`), so a lazy update uses exactly the dense formulas.
     """
 
     def __init__(self, lr):
@@ -62,14 +78,22 @@ class Optimizer:
         self.state = {}  # key -> dict of numpy arrays / numbers
 
     def step(self, params, grads):
-        """Update ``params[k]`` in place for every key k of ``grads``."""
+        """Update ``params[k]`` in place for every key k of ``grads``; a gradient is an
+        array of the parameter's shape or a RowSparseGrad (only its rows are updated)."""
         if not isinstance(params, dict):
             raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
         if not isinstance(grads, dict):
             raise TypeError(f"grads must be a dict of arrays, got {type(grads).__name__}")
         for key, g in grads.items():
             p = self._checked_param(params, key)
-            self._update(key, p, self._checked_grad(g, key, p))
+            rows, g = self._checked_grad(g, key, p)
+            if rows is None:
+                st = self.state.get(key, {})
+                self._update(st, p, g)
+            else:
+                st = self._update_rows(key, p, rows, g)
+            if st:  # no empty entries for parameters that keep no state (plain SGD)
+                self.state[key] = st
 
     @staticmethod
     def _checked_param(params, key):
@@ -85,21 +109,66 @@ class Optimizer:
 
     @staticmethod
     def _checked_grad(g, key, p):
+        """(None, dense gradient) or (rows, values) of a RowSparseGrad, the gradient cast
+        to ``p``'s dtype after checking its dtype and shape against ``p``."""
+        if isinstance(g, RowSparseGrad):
+            return Optimizer._checked_sparse_grad(g, key, p)
         g = np.asarray(g)
         if g.dtype.kind not in "fiu":
             raise TypeError(f"grads[{key!r}] must hold real numbers, got dtype {g.dtype}")
         if g.shape != p.shape:
             raise ValueError(f"grads[{key!r}] has shape {g.shape}, params[{key!r}] has {p.shape}")
-        return g.astype(p.dtype, copy=False)
+        return None, g.astype(p.dtype, copy=False)
 
-    def _buffer(self, key, name, like):
-        """The state array `name` of parameter `key`, zeros at first use."""
-        st = self.state.setdefault(key, {})
+    @staticmethod
+    def _checked_sparse_grad(g, key, p):
+        values = np.asarray(g.values)
+        if values.dtype.kind not in "fiu":
+            raise TypeError(f"grads[{key!r}] must hold real numbers, got dtype {values.dtype}")
+        if tuple(g.shape) != p.shape:
+            raise ValueError(f"grads[{key!r}] has shape {tuple(g.shape)}, "
+                             f"params[{key!r}] has {p.shape}")
+        # RowSparseGrad checked these when built; its attributes may have been reassigned
+        # since, and a stray row would silently update the wrong one (negative indices)
+        rows = np.asarray(g.rows)
+        if rows.ndim != 1 or rows.dtype.kind not in "iu" \
+                or values.shape != (len(rows),) + p.shape[1:]:
+            raise ValueError(f"grads[{key!r}]: {rows.shape} rows of dtype {rows.dtype} and "
+                             f"values of shape {values.shape} do not fit params[{key!r}] "
+                             f"of shape {p.shape}")
+        if len(rows) and (rows.min() < 0 or rows.max() >= p.shape[0]):
+            raise ValueError(f"grads[{key!r}]: rows must lie in [0, {p.shape[0]})")
+        return rows, values.astype(p.dtype, copy=False)
+
+    def _update_rows(self, key, p, rows, g):
+        """Lazy update of rows `rows` of `p` by their gradient `g` (len(rows), ...): run
+        `_update` on copies of those rows of `p` and of the state arrays, write them back.
+        A state array `_update` creates is created dense, the shape of `p`, zero on the
+        rows not listed (so SGD's momentum buffer still starts at a row's first gradient).
+        Numbers in the state (Adam's step count) are per parameter, not per row. Returns
+        the parameter's state dict."""
+        st = self.state.get(key, {})
+        sub = {name: a[rows] if isinstance(a, np.ndarray) else a for name, a in st.items()}
+        p_rows = p[rows]
+        self._update(sub, p_rows, g)
+        p[rows] = p_rows
+        for name, a in sub.items():
+            if isinstance(a, np.ndarray):
+                if name not in st:
+                    st[name] = np.zeros_like(p)
+                st[name][rows] = a
+            else:
+                st[name] = a
+        return st
+
+    @staticmethod
+    def _buffer(st, name, like):
+        """The state array `name` of the state dict `st`, zeros like `like` at first use."""
         if name not in st:
             st[name] = np.zeros_like(like)
         return st[name]
 
-    def _update(self, key, p, g):
+    def _update(self, st, p, g):
         raise NotImplementedError
 
     def reset(self):
@@ -132,11 +201,10 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.weight_decay = _check_real(weight_decay, "weight_decay", 0.0)
 
-    def _update(self, key, p, g):
+    def _update(self, st, p, g):
         if self.weight_decay:
             g = g + self.weight_decay * p
         if self.momentum:
-            st = self.state.setdefault(key, {})
             if "momentum_buffer" not in st:
                 # PyTorch starts the buffer at the first gradient, not at zero
                 st["momentum_buffer"] = g.copy()
@@ -166,7 +234,7 @@ class Adam(Optimizer):
         self.eps = _check_real(eps, "eps", 0.0)
         self.weight_decay = _check_real(weight_decay, "weight_decay", 0.0)
 
-    def _update(self, key, p, g):
+    def _update(self, st, p, g):
         beta1, beta2 = self.betas
         if self.weight_decay:
             if self._decoupled:
@@ -174,9 +242,8 @@ class Adam(Optimizer):
                 p *= 1 - self.lr * self.weight_decay
             else:
                 g = g + self.weight_decay * p
-        m = self._buffer(key, "exp_avg", p)
-        v = self._buffer(key, "exp_avg_sq", p)
-        st = self.state[key]
+        m = self._buffer(st, "exp_avg", p)
+        v = self._buffer(st, "exp_avg_sq", p)
         st["step"] = st.get("step", 0) + 1
         m += (1 - beta1) * (g - m)  # = beta1*m + (1-beta1)*g, PyTorch's lerp form
         v *= beta2
@@ -216,15 +283,15 @@ class RMSprop(Optimizer):
         self.momentum = _check_real(momentum, "momentum", 0.0)
         self.weight_decay = _check_real(weight_decay, "weight_decay", 0.0)
 
-    def _update(self, key, p, g):
+    def _update(self, st, p, g):
         if self.weight_decay:
             g = g + self.weight_decay * p
-        v = self._buffer(key, "square_avg", p)
+        v = self._buffer(st, "square_avg", p)
         v *= self.alpha
         v += (1 - self.alpha) * g * g
         u = g / (np.sqrt(v) + self.eps)
         if self.momentum:
-            buf = self._buffer(key, "momentum_buffer", p)  # PyTorch starts this one at zero
+            buf = self._buffer(st, "momentum_buffer", p)  # PyTorch starts this one at zero
             buf *= self.momentum
             buf += u
             u = buf
@@ -247,10 +314,30 @@ def make_optimizer(name, lr, weight_decay=0.0, **kw):
 
 
 # ------------------------------------------------------------------ gradient clipping
+_NORM_CHUNK = 1 << 16  # elements squared per pass: a 512 KB float64 scratch, cache-sized
+
+
 def _squared_norm(g):
-    # accumulate in float64 so float32 gradients with many elements lose nothing
-    flat = g.ravel().astype(np.float64, copy=False)
-    return float(np.dot(flat, flat))
+    """sum(g^2) accumulated in float64, without BLAS: np.dot would wake numpy's BLAS
+    thread pool, whose threads then spin and take cores from fastrnn's OpenMP threads.
+    Chunks of g are squared in float64 into one scratch array and summed by numpy's
+    pairwise reduction; the partial sums are added exactly (math.fsum)."""
+    flat = g.ravel(order="K")  # a view unless g is neither C- nor F-contiguous
+    n = flat.size
+    if n == 0:
+        return 0.0
+    scratch = np.empty(min(n, _NORM_CHUNK), dtype=np.float64)
+    partials = []
+    for start in range(0, n, _NORM_CHUNK):
+        chunk = flat[start:start + _NORM_CHUNK]
+        sq = scratch[:chunk.size]
+        if chunk.dtype == np.float64:
+            np.multiply(chunk, chunk, out=sq)
+        else:  # float32 (or narrower): widen first so no square is rounded to float32
+            np.copyto(sq, chunk)
+            np.multiply(sq, sq, out=sq)
+        partials.append(float(np.add.reduce(sq)))
+    return math.fsum(partials)
 
 
 def clip_grad_norm(grads, max_norm):
@@ -261,15 +348,24 @@ def clip_grad_norm(grads, max_norm):
     (torch.nn.utils.clip_grad_norm_; the 1e-6 guards a zero norm). Returns `total`,
     the norm before clipping, as a float. A NaN or infinite total leaves the
     gradients untouched (scaling would only spread the NaN) and is returned as is.
+
+    A gradient may be a RowSparseGrad: its values count in the norm (its rows are
+    distinct, so that is the norm of the dense gradient) and are scaled in place.
     """
     if not isinstance(grads, dict):
         raise TypeError(f"grads must be a dict of arrays, got {type(grads).__name__}")
     max_norm = _check_real(max_norm, "max_norm", 0.0, low_open=True)
-    arrays = list(grads.values())
+    arrays = []
     for key, g in grads.items():
+        if isinstance(g, RowSparseGrad):
+            g = g.values
+            what = f"grads[{key!r}].values (a RowSparseGrad's)"
+        else:
+            what = f"grads[{key!r}]"
         if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
-            raise TypeError(f"grads[{key!r}] must be a float numpy array (scaled in place)")
-    total = math.sqrt(sum(_squared_norm(g) for g in arrays))
+            raise TypeError(f"{what} must be a float numpy array (scaled in place)")
+        arrays.append(g)
+    total = math.sqrt(math.fsum(_squared_norm(g) for g in arrays))
     coef = max_norm / (total + 1e-6)
     if math.isfinite(total) and coef < 1.0:
         for g in arrays:
