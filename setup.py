@@ -22,7 +22,8 @@ from setuptools.command.sdist import sdist
 from setuptools.modified import newer_group
 
 C_SOURCES = ["src_c/recurrence.c", "src_c/lstm.c", "src_c/gru.c", "src_c/rnn.c",
-             "src_c/kernels.c", "src_c/vmath.c"]
+             "src_c/kernels.c", "src_c/vmath.c", "src_c/dense.c", "src_c/xent.c",
+             "src_c/embedding.c"]
 BASE_FLAGS = ["-O3", "-std=gnu11", "-fno-trapping-math", "-fno-math-errno"]
 
 

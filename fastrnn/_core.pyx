@@ -60,6 +60,39 @@ cdef extern from "fastrnn.h" nogil:
                         int accumulate_dx, double *ws, fr_dgemm_t gemm)
     int fr_openmp_enabled()
     int fr_max_threads()
+    ctypedef struct fr_cell_desc:
+        const char *name
+        int n_gates
+        const char *gates
+        const char *states
+        const char *stored
+        int store_width
+    const fr_cell_desc *fr_cell_info(int cell)
+    size_t fr_dense_workspace(int n, int k, int m)
+    int fr_dense_forward_f32(int n, int k, int m, int n_threads, float *y, const float *x,
+                             const float *w, const float *b, float *ws, fr_sgemm_t gemm)
+    int fr_dense_forward_f64(int n, int k, int m, int n_threads, double *y, const double *x,
+                             const double *w, const double *b, double *ws, fr_dgemm_t gemm)
+    int fr_dense_backward_f32(int n, int k, int m, int n_threads, float *dx, float *dw,
+                              float *db, const float *dy, const float *x, const float *w,
+                              float *ws, fr_sgemm_t gemm)
+    int fr_dense_backward_f64(int n, int k, int m, int n_threads, double *dx, double *dw,
+                              double *db, const double *dy, const double *x, const double *w,
+                              double *ws, fr_dgemm_t gemm)
+    size_t fr_softmax_xent_workspace(int n)
+    int fr_softmax_xent_f32(int n, int C, int n_threads, float *dz, double *loss,
+                            const float *z, const int *y, const float *w, double scale,
+                            double *partials)
+    int fr_softmax_xent_f64(int n, int C, int n_threads, double *dz, double *loss,
+                            const double *z, const int *y, const double *w, double scale,
+                            double *partials)
+    int fr_embedding_backward_f32(int B, int T, int E, int V, int skip_id, const int *ids,
+                                  const int *lengths, const float *d_out, int *map,
+                                  int capacity, int *rows_out, float *values_out, int *count)
+    int fr_embedding_backward_f64(int B, int T, int E, int V, int skip_id, const int *ids,
+                                  const int *lengths, const double *d_out, int *map,
+                                  int capacity, int *rows_out, double *values_out,
+                                  int *count)
 
 CELLS = {'lstm': 0, 'gru': 1, 'rnn_tanh': 2, 'rnn_relu': 3}
 
@@ -380,3 +413,211 @@ def backward(str cell, bint reverse, int n_threads, int chunk,
     if rc != 0:
         raise ValueError("fastrnn core: invalid sizes or lengths")
 
+
+
+def cell_info():
+    """{cell: {'gates', 'states', 'stored' (tuples of names in PyTorch's order),
+    'store_width' (values stored per step and sample for backward, in units of hidden)}}
+    for 'lstm', 'gru', 'rnn_tanh', 'rnn_relu': the C core's own description of each cell."""
+    cdef const fr_cell_desc *c
+    info = {}
+    for name, code in CELLS.items():
+        c = fr_cell_info(code)
+        split = lambda b: tuple(x for x in b.decode().split(',') if x)
+        info[name] = {'gates': split(c.gates), 'states': split(c.states),
+                      'stored': split(c.stored), 'store_width': c.store_width}
+    return info
+
+# ---------------------------------------------------------------- output head and embedding
+# Same rules as forward/backward above: every buffer checked here (dtype, C order,
+# writability, exact shape), so the C can never read or write out of bounds.
+
+_INT_MAX = 2 ** 31 - 1
+
+
+def _shape(a, str name, tuple shape):
+    """a's shape after checking it is an ndarray with len(shape) axes, each equal to the
+    entry of `shape` that is not None; the shape as a tuple."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"fastrnn core: {name} must be a numpy array")
+    if a.ndim != len(shape) or any(s is not None and s != t for s, t in zip(shape, a.shape)):
+        want = ", ".join("." if s is None else str(s) for s in shape)
+        raise ValueError(f"fastrnn core: {name} must have shape ({want}), got {a.shape}")
+    for t in a.shape:
+        if t > _INT_MAX:
+            raise ValueError(f"fastrnn core: {name} has an axis of 2**31 or more")
+    return a.shape
+
+
+def dense_workspace_size(Py_ssize_t n, Py_ssize_t k, Py_ssize_t m):
+    """Elements of the workspace dense_forward / dense_backward need for n rows, k
+    inputs and m outputs."""
+    if n < 0 or k < 1 or m < 1 or n > _INT_MAX or k > _INT_MAX or m > _INT_MAX:
+        raise ValueError(f"fastrnn core: dense sizes n={n}, k={k}, m={m} out of range")
+    cdef size_t need = fr_dense_workspace(<int>n, <int>k, <int>m)
+    if need == 0:
+        raise MemoryError("fastrnn core: dense workspace size overflows")
+    return need
+
+
+def dense_forward(y, x, w, b, ws, int n_threads):
+    """y (n, m) = x (n, k) w^T + b, with w (m, k) and b (m,): C-contiguous arrays of one
+    float dtype; ws holds dense_workspace_size(n, k, m) elements of it."""
+    n, k = _shape(x, 'x', (None, None))
+    m, _ = _shape(w, 'w', (None, k))
+    _shape(b, 'b', (m,))
+    _shape(y, 'y', (n, m))
+    cdef int tn = _typenum_of(x.dtype)
+    cdef size_t need = dense_workspace_size(n, k, m)
+    cdef void *py = _ptr(y, 'y', tn, n * m, True)
+    cdef void *px = _ptr(x, 'x', tn, n * k, False)
+    cdef void *pw = _ptr(w, 'w', tn, m * k, False)
+    cdef void *pb = _ptr(b, 'b', tn, m, False)
+    cdef void *pws = _ptr(ws, 'ws', tn, need, True)
+    cdef int ni = n, ki = k, mi = m, nt = max(1, n_threads), rc
+    _blas_hold_one()          # no exception can come between this and the restore
+    if tn == cnp.NPY_FLOAT32:
+        with nogil:
+            rc = fr_dense_forward_f32(ni, ki, mi, nt, <float*>py, <const float*>px,
+                                      <const float*>pw, <const float*>pb, <float*>pws,
+                                      <fr_sgemm_t>sgemm)
+    else:
+        with nogil:
+            rc = fr_dense_forward_f64(ni, ki, mi, nt, <double*>py, <const double*>px,
+                                      <const double*>pw, <const double*>pb, <double*>pws,
+                                      <fr_dgemm_t>dgemm)
+    _blas_restore()
+    if rc != 0:
+        raise ValueError("fastrnn core: invalid dense sizes")
+
+
+def dense_backward(dx, dw, db, dy, x, w, ws, int n_threads):
+    """dx (n, k) = dy w (written; None: not computed), dw (m, k) += dy^T x and
+    db (m,) += dy summed over rows, for dy (n, m), x (n, k), w (m, k); ws holds
+    dense_workspace_size(n, k, m) elements."""
+    n, k = _shape(x, 'x', (None, None))
+    m, _ = _shape(w, 'w', (None, k))
+    _shape(dy, 'dy', (n, m))
+    _shape(dw, 'dw', (m, k))
+    _shape(db, 'db', (m,))
+    if dx is not None:
+        _shape(dx, 'dx', (n, k))
+    cdef int tn = _typenum_of(x.dtype)
+    cdef size_t need = dense_workspace_size(n, k, m)
+    cdef void *pdx = _ptr(dx, 'dx', tn, n * k, True, True)
+    cdef void *pdw = _ptr(dw, 'dw', tn, m * k, True)
+    cdef void *pdb = _ptr(db, 'db', tn, m, True)
+    cdef void *pdy = _ptr(dy, 'dy', tn, n * m, False)
+    cdef void *px = _ptr(x, 'x', tn, n * k, False)
+    cdef void *pw = _ptr(w, 'w', tn, m * k, False)
+    cdef void *pws = _ptr(ws, 'ws', tn, need, True)
+    for a, name in ((dx, 'dx'), (dw, 'dw'), (db, 'db')):
+        for c, cname in ((x, 'x'), (dy, 'dy'), (w, 'w')):
+            if a is not None and np.may_share_memory(a, c):
+                raise ValueError(f"fastrnn core: {name} must not overlap {cname}")
+    cdef int ni = n, ki = k, mi = m, nt = max(1, n_threads), rc
+    _blas_hold_one()          # no exception can come between this and the restore
+    if tn == cnp.NPY_FLOAT32:
+        with nogil:
+            rc = fr_dense_backward_f32(ni, ki, mi, nt, <float*>pdx, <float*>pdw, <float*>pdb,
+                                       <const float*>pdy, <const float*>px, <const float*>pw,
+                                       <float*>pws, <fr_sgemm_t>sgemm)
+    else:
+        with nogil:
+            rc = fr_dense_backward_f64(ni, ki, mi, nt, <double*>pdx, <double*>pdw,
+                                       <double*>pdb, <const double*>pdy, <const double*>px,
+                                       <const double*>pw, <double*>pws, <fr_dgemm_t>dgemm)
+    _blas_restore()
+    if rc != 0:
+        raise ValueError("fastrnn core: invalid dense sizes")
+
+
+def softmax_xent(z, y, w, double scale, dz, int n_threads):
+    """Sum over rows of w_r * (-log softmax(z_r)[y_r]) as a float, for logits z (n, C),
+    int32 labels y (n,) in [0, C) and row weights w (n,) (None: ones); when dz (n, C) is
+    given it receives scale * w_r * (softmax(z_r) - onehot(y_r))."""
+    n, C = _shape(z, 'z', (None, None))
+    if C < 1:
+        raise ValueError("fastrnn core: z needs at least one class (column)")
+    _shape(y, 'y', (n,))
+    if w is not None:
+        _shape(w, 'w', (n,))
+    if dz is not None:
+        _shape(dz, 'dz', (n, C))
+    cdef int tn = _typenum_of(z.dtype)
+    cdef void *pz = _ptr(z, 'z', tn, n * C, False)
+    cdef int *py = <int*>_ptr(y, 'y', cnp.NPY_INT32, n, False)
+    cdef void *pw = _ptr(w, 'w', tn, n, False, True)
+    cdef void *pdz = _ptr(dz, 'dz', tn, n * C, True, True)
+    if dz is not None and (np.may_share_memory(dz, z) or np.may_share_memory(dz, y)
+                           or (w is not None and np.may_share_memory(dz, w))):
+        raise ValueError("fastrnn core: dz must not overlap z, y or w")
+    if n and (y.min() < 0 or y.max() >= C):
+        raise ValueError(f"fastrnn core: labels y must lie in [0, {C}), got min {y.min()}, "
+                         f"max {y.max()}")
+    partials = np.empty(max(1, fr_softmax_xent_workspace(n)), dtype=np.float64)
+    cdef double *pp = <double*>_ptr(partials, 'partials', cnp.NPY_FLOAT64, 1, True)
+    cdef int ni = n, ci = C, nt = max(1, n_threads), rc
+    cdef double loss = 0
+    if n == 0:
+        return 0.0
+    if tn == cnp.NPY_FLOAT32:
+        with nogil:
+            rc = fr_softmax_xent_f32(ni, ci, nt, <float*>pdz, &loss, <const float*>pz, py,
+                                     <const float*>pw, scale, pp)
+    else:
+        with nogil:
+            rc = fr_softmax_xent_f64(ni, ci, nt, <double*>pdz, &loss, <const double*>pz, py,
+                                     <const double*>pw, scale, pp)
+    if rc != 0:
+        raise ValueError("fastrnn core: invalid sizes or labels")
+    return loss
+
+
+def embedding_backward(ids, lengths, d_out, map, rows_out, values_out, int skip_id=-1):
+    """Row-sparse gradient of an embedding table of V = map.size rows: ids (B, T) int32,
+    lengths (B,) int32 in [0, T], d_out (B, T, E); writes the distinct ids at valid
+    positions (skip_id left out) in order of first appearance to rows_out (int32) and
+    their summed d_out rows to values_out (rows, E); map is V int32 scratch, -1 on entry
+    and on exit. Returns the number of distinct ids."""
+    B, T = _shape(ids, 'ids', (None, None))
+    _shape(lengths, 'lengths', (B,))
+    _, _, E = _shape(d_out, 'd_out', (B, T, None))
+    (V,) = _shape(map, 'map', (None,))
+    (cap,) = _shape(rows_out, 'rows_out', (None,))
+    _shape(values_out, 'values_out', (cap, E))
+    if E < 1 or V < 1:
+        raise ValueError("fastrnn core: embedding dim and vocabulary must be positive")
+    cdef int tn = _typenum_of(d_out.dtype)
+    cdef int *pids = <int*>_ptr(ids, 'ids', cnp.NPY_INT32, 0, False)
+    cdef int *plen = <int*>_ptr(lengths, 'lengths', cnp.NPY_INT32, 0, False)
+    cdef void *pdo = _ptr(d_out, 'd_out', tn, 0, False)
+    cdef int *pmap = <int*>_ptr(map, 'map', cnp.NPY_INT32, V, True)
+    cdef int *prows = <int*>_ptr(rows_out, 'rows_out', cnp.NPY_INT32, 0, True)
+    cdef void *pval = _ptr(values_out, 'values_out', tn, 0, True)
+    for a, name in ((map, 'map'), (rows_out, 'rows_out'), (values_out, 'values_out')):
+        for c, cname in ((ids, 'ids'), (lengths, 'lengths'), (d_out, 'd_out')):
+            if np.may_share_memory(a, c):
+                raise ValueError(f"fastrnn core: {name} must not overlap {cname}")
+    if np.may_share_memory(map, rows_out) or np.may_share_memory(rows_out, values_out) \
+            or np.may_share_memory(map, values_out):
+        raise ValueError("fastrnn core: map, rows_out and values_out must not overlap")
+    if B and (lengths.min() < 0 or lengths.max() > T):
+        raise ValueError(f"fastrnn core: lengths must lie in [0, {T}]")
+    n_valid = int(lengths.sum(dtype=np.int64)) if B else 0
+    if cap < min(V, n_valid):
+        raise ValueError(f"fastrnn core: rows_out has {cap} rows, needs "
+                         f"min(V, valid tokens) = {min(V, n_valid)}")
+    cdef int Bi = B, Ti = T, Ei = E, Vi = V, capi = min(cap, _INT_MAX), count = 0, rc
+    with nogil:
+        if tn == cnp.NPY_FLOAT32:
+            rc = fr_embedding_backward_f32(Bi, Ti, Ei, Vi, skip_id, pids, plen,
+                                           <const float*>pdo, pmap, capi, prows,
+                                           <float*>pval, &count)
+        else:
+            rc = fr_embedding_backward_f64(Bi, Ti, Ei, Vi, skip_id, pids, plen,
+                                           <const double*>pdo, pmap, capi, prows,
+                                           <double*>pval, &count)
+    if rc != 0:
+        raise ValueError(f"fastrnn core: token ids at valid positions must lie in [0, {V})")
+    return count

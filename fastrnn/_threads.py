@@ -1,5 +1,5 @@
-"""The thread count every fastrnn call uses (OpenMP threads over the batch, and BLAS
-threads for the large GEMMs outside the recurrence)."""
+"""The thread count every fastrnn call uses: the C core's OpenMP threads (over the
+batch, and over fixed blocks of the large GEMMs, each on single-threaded BLAS)."""
 from . import _core
 
 _num_threads = max(1, _core.max_threads())

@@ -1,11 +1,22 @@
-"""Dense (fully connected) layer with an explicit forward/backward pair, numpy only.
+"""Dense (fully connected) layer with an explicit forward/backward pair.
 
 Layout and default initialization are PyTorch's nn.Linear, so its ``state_dict()``
 converted to numpy loads as ``params`` unchanged. Re-exported by fastrnn.layers.
+The products run in the C core (src_c/dense.c) on fastrnn's own threads: numpy's matmul
+would wake numpy's BLAS threads, which keep spinning after the call and halve the speed
+of the recurrence running next to them.
 """
 import numpy as np
 
+from . import _core
 from ._checks import _as_real_array, _check_dtype, _check_positive_int, checked_params
+
+
+def _resolve_threads(n_threads):
+    # the recurrent layers' resolution (None -> get_num_threads(), one thread in a child
+    # forked after OpenMP started); imported here because layers imports this module
+    from .layers import _resolve_threads as resolve
+    return resolve(n_threads)
 
 __all__ = ["Dense"]
 
@@ -41,10 +52,16 @@ class Dense:
     def _checked_params(self):
         return checked_params(self.params, self.param_shapes(), self.dtype)
 
-    def forward(self, X, training=False):
+    def _workspace(self, n):
+        size = _core.dense_workspace_size(n, self.in_features, self.out_features)
+        return np.empty(size, dtype=self.dtype)
+
+    def forward(self, X, training=False, n_threads=None):
         """Y = X @ W^T + b for X of shape (..., in_features); returns (..., out_features).
 
-        With ``training=True`` X is kept for the following ``backward``.
+        With ``training=True`` X is kept for the following ``backward``. ``n_threads``:
+        threads of the C core (None: fastrnn.get_num_threads()); results are the same
+        for any count.
         """
         X = _as_real_array(X, "X", self.dtype)
         if X.ndim < 1 or X.shape[-1] != self.in_features:
@@ -53,10 +70,16 @@ class Dense:
         # NaN/inf are passed through, not rejected: a diverging fit must reach the loss,
         # where the caller detects it and restores the last good weights.
         p = self._checked_params()
+        nt = _resolve_threads(n_threads)
+        X = np.ascontiguousarray(X)
         self._X = X if training else None
-        return X @ p["weight"].T + p["bias"]
+        rows = X.reshape(-1, self.in_features)
+        Y = np.empty((rows.shape[0], self.out_features), dtype=self.dtype)
+        _core.dense_forward(Y, rows, p["weight"], p["bias"], self._workspace(rows.shape[0]),
+                            nt)
+        return Y.reshape(X.shape[:-1] + (self.out_features,))
 
-    def backward(self, dY):
+    def backward(self, dY, n_threads=None):
         """Gradients of the last training forward given dY = dL/dY (..., out_features).
 
         Returns ``(dX, grads)``: dX of X's shape and grads {'weight': dW, 'bias': db}.
@@ -69,10 +92,15 @@ class Dense:
         if dY.shape != expected:
             raise ValueError(f"dY must have shape {expected}, got {dY.shape}")
         W = self._checked_params()["weight"]
+        nt = _resolve_threads(n_threads)
         rows_x = X.reshape(-1, self.in_features)
-        rows_dy = dY.reshape(-1, self.out_features)
-        grads = {"weight": rows_dy.T @ rows_x, "bias": rows_dy.sum(axis=0)}
-        return dY @ W, grads
+        rows_dy = np.ascontiguousarray(dY).reshape(-1, self.out_features)
+        n = rows_x.shape[0]
+        dX = np.empty(X.shape, dtype=self.dtype)
+        grads = {"weight": np.zeros_like(W), "bias": np.zeros(self.out_features, self.dtype)}
+        _core.dense_backward(dX.reshape(n, self.in_features), grads["weight"], grads["bias"],
+                             rows_dy, rows_x, W, self._workspace(n), nt)
+        return dX, grads
 
     # pickles carry the parameters, not the activation kept for backward
     def __getstate__(self):

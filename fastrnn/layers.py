@@ -4,8 +4,8 @@ Each layer stacks `num_layers` layers of one or two directions; every layer-dire
 is one call into the C core (fastrnn._core -> src_c/recurrence.c). This module owns
 the parameters (a dict of numpy arrays under PyTorch's names, shapes and gate order,
 so a PyTorch ``state_dict()`` converted to numpy loads as is), validates every input
-with a message naming the argument, converts batch-first input to the time-major
-layout of the core once per call, and applies dropout between layers.
+with a message naming the argument, and applies dropout between layers. Input and
+output stay batch-first (B, T, .): the core reads and writes those rows in place.
 
 Semantics follow PyTorch's nn.LSTM / nn.GRU / nn.RNN with packed sequences:
 sample b runs steps 0..len_b-1, its outputs past len_b are 0, its final state is the
@@ -19,13 +19,19 @@ import numpy as np
 from . import _core
 from ._checks import _as_real_array, _check_dtype, _check_positive_int, checked_params
 from .dense import Dense  # noqa: F401  (the dense layer, re-exported here)
+from .embedding import Embedding  # noqa: F401  (re-exported here)
 from ._memory import BLAS_INT_MAX, CHECK_ABOVE, check_memory
 from ._threads import get_num_threads
 
-__all__ = ["LSTM", "GRU", "RNN"]
+__all__ = ["LSTM", "GRU", "RNN", "Embedding"]
 
-_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-_STORE = {"lstm": 5, "gru": 4, "rnn": 0}   # values kept per step for backward, x hidden
+# the C core's description of each cell ("rnn" stands for rnn_tanh and rnn_relu alike)
+_CELL_INFO = _core.cell_info()
+_GATES = {c: len(_CELL_INFO[c if c != "rnn" else "rnn_tanh"]["gates"])
+          for c in ("lstm", "gru", "rnn")}
+# values the core stores per step and sample for backward, in units of hidden
+_STORE = {c: _CELL_INFO[c if c != "rnn" else "rnn_tanh"]["store_width"]
+          for c in ("lstm", "gru", "rnn")}
 _MAX_THREADS = 1 << 10
 
 

@@ -10,7 +10,8 @@ contributes nothing (loss 0, zero gradient) instead of 0/0.
 """
 import numpy as np
 
-__all__ = ["softmax", "log_softmax", "softmax_cross_entropy", "mean_squared_error"]
+__all__ = ["softmax", "log_softmax", "softmax_cross_entropy", "softmax_cross_entropy_rows",
+           "mean_squared_error"]
 
 
 # ------------------------------------------------------------------ input checks
@@ -108,6 +109,39 @@ def softmax_cross_entropy(logits, y, class_weight=None, sample_weight=None):
     dz[rows, y] -= 1
     dz *= (w / total)[:, None]
     return float(loss), dz
+
+
+def softmax_cross_entropy_rows(logits, y, row_weight=None, n_threads=None):
+    """softmax_cross_entropy(logits, y, sample_weight=row_weight), fused in the C core.
+
+    With p_r = softmax(z_r), w_r = row_weight[r] (default ones) and W = sum_r w_r::
+
+        loss        = sum_r w_r * (-log p_r[y_r]) / W
+        dloss/dz_r  = (w_r / W) * (p_r - onehot(y_r))
+
+    one pass over the logits (max subtraction, exp, log-sum, gradient) on fastrnn's
+    threads (``n_threads``, None: fastrnn.get_num_threads(); the same bits for any
+    count). If W == 0 the loss is 0 and the gradient zero; NaN or inf logits give a NaN
+    loss. Parameters and return value as softmax_cross_entropy without class weights:
+    logits (N, C) float32/float64 (other real dtypes become float64), y (N,) integer
+    labels in [0, C), row_weight (N,) non-negative or None. Returns ``(loss, dlogits)``.
+    """
+    from . import _core
+    from .layers import _resolve_threads
+    z = _as_float_array(logits, "logits")
+    if z.ndim != 2 or z.shape[1] < 1:
+        raise ValueError(f"logits must be 2-D (n_samples, n_classes), got shape {z.shape}")
+    n, c = z.shape
+    y = _check_labels(y, n, c).astype(np.int32)
+    w = None if row_weight is None else np.ascontiguousarray(
+        _check_weights(row_weight, n, "row_weight", z.dtype))
+    total = float(n) if w is None else float(np.sum(w, dtype=np.float64))
+    if total == 0:
+        return 0.0, np.zeros_like(z)
+    z = np.ascontiguousarray(z)
+    dz = np.empty_like(z)
+    loss = _core.softmax_xent(z, y, w, 1.0 / total, dz, _resolve_threads(n_threads))
+    return loss / total, dz
 
 
 # ------------------------------------------------------------------ squared error

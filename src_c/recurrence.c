@@ -11,10 +11,14 @@
                fused gate math (lstm.c, gru.c, rnn.c).
    backward  - the same chunks walk time in reverse, producing the gate gradients dG and
                dh_{t-1} = dG W_hh (+ the cell's direct path); dW_hh, dW_ih and dX are left
-               to three large GEMMs after the loop (BLAS threads allowed there).
+               to large GEMMs after the loop, cut into pieces fixed by the problem (segments
+               of rows for the weight gradients, blocks of rows for dX) that the same
+               OpenMP threads share, each piece on single-threaded BLAS.
    Variable lengths: past its length a sample carries its state unchanged, writes zero
    output and gets zero dG, so the big GEMMs need no special case.
-   Not here: layers, directions stacking, dropout, batch-first conversion (fastrnn/layers.py). */
+   x, out, d_out and dx are read and written in place, time-major (T,B,.) or batch-first
+   (B,T,.) (fr_row); only the recurrence's own buffers are in loop order.
+   Not here: layers, directions stacking, dropout (fastrnn/layers.py). */
 #ifndef FR_TEMPLATE
 #ifdef _OPENMP
 #include <omp.h>
@@ -56,11 +60,29 @@ int fr_max_threads(void) { return 1; }
 #define FR_GEMM_BLOCK_ROWS 512   /* (t, b) rows per block of the dX GEMM */
 #define FR_MIN_WORK 1.6e7        /* multiply-adds per thread below which threads do not pay */
 
-int fr_gates(int cell) { return cell == FR_LSTM ? 4 : cell == FR_GRU ? 3 : 1; }
+/* Each cell described once, indexed by enum fr_cell; Python reads it (_core.cell_info)
+   instead of repeating gate counts. `stored` must match what the cell's *_rows_forward
+   writes into store (lstm.c, gru.c, rnn.c). */
+static const fr_cell_desc fr_cells[] = {
+    {"lstm", 4, "i,f,g,o", "h,c", "i,f,g,o", 4},
+    {"gru", 3, "r,z,n", "h", "r,z,n,hn", 4},
+    {"rnn_tanh", 1, "h", "h", "", 0},
+    {"rnn_relu", 1, "h", "h", "", 0},
+};
+
+const fr_cell_desc *fr_cell_info(int cell)
+{
+    return cell >= FR_LSTM && cell <= FR_RNN_RELU ? &fr_cells[cell] : NULL;
+}
+
+int fr_gates(int cell)
+{
+    return cell >= FR_LSTM && cell <= FR_RNN_RELU ? fr_cells[cell].n_gates : 1;
+}
 
 int fr_store_width(int cell, int hidden)
 {
-    return (cell == FR_LSTM || cell == FR_GRU) ? 4 * hidden : 0;
+    return cell >= FR_LSTM && cell <= FR_RNN_RELU ? fr_cells[cell].store_width * hidden : 0;
 }
 
 static int fr_chunk(const fr_dims *d)
