@@ -6,14 +6,17 @@
 fastrnn.show_config() tells how this copy was built and how it runs; fastrnn.interop
 moves weights from and to PyTorch and Keras; fastrnn.datasets makes synthetic data.
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from ._threads import get_num_threads, set_num_threads
 from .layers import GRU, LSTM, RNN
-from .estimators import (GRUClassifier, GRURegressor, LSTMClassifier, LSTMRegressor,
-                         RNNClassifier, RNNRegressor, load)
+from .estimators import (GRUClassifier, GRURegressor, GRUSequenceRegressor, GRUTagger,
+                         LSTMClassifier, LSTMRegressor, LSTMSequenceRegressor, LSTMTagger,
+                         RNNClassifier, RNNRegressor, RNNSequenceRegressor, RNNTagger, load)
 from ._config import get_config, show_config
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMClassifier", "LSTMRegressor", "GRUClassifier",
-           "GRURegressor", "RNNClassifier", "RNNRegressor", "load", "set_num_threads",
+           "GRURegressor", "RNNClassifier", "RNNRegressor", "LSTMTagger", "GRUTagger",
+           "RNNTagger", "LSTMSequenceRegressor", "GRUSequenceRegressor",
+           "RNNSequenceRegressor", "load", "set_num_threads",
            "get_num_threads", "show_config", "get_config", "__version__"]

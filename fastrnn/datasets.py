@@ -1,11 +1,15 @@
-"""Built-in synthetic sequence data sets, generated on the spot (nothing downloaded).
+"""Built-in sequence data sets, generated on the spot or read from Python's own files
+(nothing downloaded).
 
 Every generator takes ``random_state`` and returns ``X`` shaped
-(n_samples, n_steps, n_features) float32 and ``y``.
+(n_samples, n_steps, n_features) float32 and ``y`` (one label per sequence, or one per
+step for ``make_marked_recall``). ``load_text`` returns English text that ships with
+Python, and ``char_sequences`` cuts a text into token-id windows for a language model.
 """
 import numpy as np
 
-__all__ = ["make_majority", "make_adding", "make_delayed_recall", "make_periodic"]
+__all__ = ["make_majority", "make_adding", "make_delayed_recall", "make_periodic",
+           "make_marked_recall", "load_text", "char_sequences"]
 
 
 def _rng(random_state):
@@ -120,3 +124,77 @@ def make_periodic(n_samples=1000, n_steps=64, n_classes=3, noise=0.5, random_sta
     amp = rng.uniform(0.5, 1.5, size=(n, 1))
     X = amp * np.sin(2 * np.pi * freq * t + phase) + rng.normal(0, noise, size=(n, T))
     return X[:, :, None].astype(np.float32), y
+
+
+def make_marked_recall(n_samples=1000, n_steps=100, n_symbols=4, mark_rate=0.05,
+                       random_state=None):
+    """A tagging task (a label at every step) that needs gated memory.
+
+    At every step one of ``n_symbols`` symbols is shown (a one-hot); some steps are also
+    marked (feature ``n_symbols``; steps 0 and 1 always, later ones with probability
+    ``mark_rate``). The label at each step is the symbol shown at the mark BEFORE the most
+    recent one, so every label depends on an input many steps back (about 1 / mark_rate)
+    with a fresh distractor symbol at every step in between, and no label can be read off
+    recent inputs: a model must store a symbol when a mark comes, hold it through the
+    distractors, and move it to a second slot at the next mark. An LSTM learns this; a
+    plain tanh RNN trained the same way stays near chance (1 / n_symbols).
+    Returns X (n_samples, n_steps, n_symbols + 1) float32, y int (n_samples, n_steps).
+    """
+    _check(n_samples, n_steps, min_steps=2)
+    if int(n_symbols) < 2:
+        raise ValueError(f"n_symbols must be >= 2, got {n_symbols}")
+    if not 0.0 <= float(mark_rate) <= 1.0:
+        raise ValueError(f"mark_rate must lie in [0, 1], got {mark_rate}")
+    rng = _rng(random_state)
+    n, T, k = int(n_samples), int(n_steps), int(n_symbols)
+    sym = rng.integers(k, size=(n, T))
+    mark = rng.random((n, T)) < mark_rate
+    mark[:, :2] = True
+    X = np.zeros((n, T, k + 1), np.float32)
+    X[np.arange(n)[:, None], np.arange(T)[None, :], sym] = 1.0
+    X[:, :, k] = mark
+    steps = np.arange(T)[None, :]
+    last = np.maximum.accumulate(np.where(mark, steps, 0), axis=1)     # latest mark <= t
+    # the mark before it: the latest mark at or before last - 1
+    before = np.concatenate([np.zeros((n, 1), np.int64), last[:, :-1]], axis=1)
+    prev = np.take_along_axis(before, last, axis=1)
+    return X, np.take_along_axis(sym, prev, axis=1)
+
+
+def load_text():
+    """About 0.7 MB of English prose that ships with every CPython: the topic texts of
+    ``help()`` (module ``pydoc_data.topics``), joined in a fixed order. Plain ASCII
+    mostly; returned as one str."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as e:  # some distributions split it off
+        raise OSError("this Python has no pydoc_data package (the help() topics); "
+                      "load_text needs it") from e
+    return "\n\n".join(topics[k] for k in sorted(topics))
+
+
+def char_sequences(text, seq_len=64, stride=None, alphabet=None):
+    """Windows of a text for a character-level language model.
+
+    Each window of ``seq_len`` + 1 characters gives an input X[i] (the first seq_len
+    character ids) and a target y[i] (the next character at every step: the window
+    shifted by one). Windows start every ``stride`` characters (default seq_len).
+    Characters are numbered by ``alphabet`` (default: the sorted characters of the text);
+    characters outside it get id len(alphabet).
+    Returns X (n, seq_len) int64, y (n, seq_len) int64, alphabet (str)."""
+    if not isinstance(text, str) or len(text) < 2:
+        raise ValueError("text must be a str of at least 2 characters")
+    seq_len = int(seq_len)
+    stride = seq_len if stride is None else int(stride)
+    if seq_len < 1 or stride < 1:
+        raise ValueError(f"seq_len and stride must be >= 1, got {seq_len}, {stride}")
+    if alphabet is None:
+        alphabet = "".join(sorted(set(text)))
+    lookup = np.full(0x110000, len(alphabet), dtype=np.int64)
+    lookup[[ord(c) for c in alphabet]] = np.arange(len(alphabet))
+    ids = lookup[np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)]
+    starts = np.arange(0, len(ids) - seq_len, stride)
+    if len(starts) == 0:
+        raise ValueError(f"text of {len(text)} characters is too short for seq_len={seq_len}")
+    win = starts[:, None] + np.arange(seq_len + 1)[None, :]
+    return ids[win[:, :-1]], ids[win[:, 1:]], alphabet

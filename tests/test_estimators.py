@@ -61,6 +61,10 @@ def _check_config(cls):
                   clip_grad_norm=1.0 if cls is LSTMRegressor else None)
     else:
         kw.update(optimizer="sgd", learning_rate=0.1, max_epochs=400, clip_grad_norm=None)
+    if cls is RNNRegressor:
+        # 400 full-batch SGD epochs of this RNN amplify the last-bit differences of the
+        # learnt input scaling (repeated rows are summed in another order) past rtol 1e-7
+        kw.update(scale_inputs=False)
     return cls(**kw)
 
 
@@ -96,19 +100,22 @@ def test_get_set_params_clone(cls):
 def test_pipeline_gridsearch_cross_val_3d():
     X, y = small_seq_data(n=80, T=5)
     pipe = Pipeline([("scale", FunctionTransformer(lambda Z: Z * 2.0)),
-                     ("rnn", GRUClassifier(hidden_size=8, max_epochs=15, random_state=0))])
+                     ("rnn", GRUClassifier(hidden_size=8, max_epochs=15, learning_rate=1e-2,
+                                          random_state=0))])
     grid = GridSearchCV(pipe, {"rnn__hidden_size": [4, 8]}, cv=2)
     grid.fit(X, y)
     assert grid.best_params_["rnn__hidden_size"] in (4, 8)
     assert grid.predict(X).shape == (80,)
-    scores = cross_val_score(LSTMClassifier(hidden_size=8, max_epochs=15, random_state=0),
+    scores = cross_val_score(LSTMClassifier(hidden_size=8, max_epochs=15, learning_rate=1e-2,
+                                            random_state=0),
                              X, y, cv=3)
     assert scores.shape == (3,) and np.all(scores > 0.6)
 
 
 def test_gridsearch_cross_val_ragged():
     seqs, y = ragged(n=60)
-    scores = cross_val_score(GRUClassifier(hidden_size=8, max_epochs=20, random_state=0),
+    scores = cross_val_score(GRUClassifier(hidden_size=8, max_epochs=20, learning_rate=1e-2,
+                                           random_state=0),
                              seqs, y, cv=3)
     assert scores.shape == (3,) and np.all(scores > 0.6)
     grid = GridSearchCV(LSTMClassifier(max_epochs=10, random_state=0),
@@ -295,7 +302,8 @@ def test_divergence_warns_and_keeps_finite_weights():
     X, y = small_seq_data(n=40)
     X = X * 1e3
     m = RNNClassifier(hidden_size=8, nonlinearity="relu", learning_rate=1e6,
-                      clip_grad_norm=None, optimizer="sgd", max_epochs=20, random_state=0)
+                      clip_grad_norm=None, optimizer="sgd", max_epochs=20, random_state=0,
+                      scale_inputs=False)
     with pytest.warns(RuntimeWarning, match="epoch"):
         m.fit(X, y)
     assert all(np.isfinite(v).all() for v in m.rnn_.params.values())

@@ -1,0 +1,253 @@
+"""Reading what users pass: X (floats or token ids; 3-D, 2-D or ragged), per-sequence or
+per-step y, sample_weight, random_state. Every check names what is wrong; nothing here
+knows about the network.
+
+The forms of X:
+  * 3-D array (n_samples, n_timesteps, n_features) of floats;
+  * 2-D array (n_samples, n_timesteps): a batch of univariate series (floats), or of
+    token-id sequences when the estimator has an embedding;
+  * a list of arrays shaped (T_i, n_features) or (T_i,), lengths T_i free: a
+    variable-length batch (the core's lengths; no padding leaks in).
+Internally X becomes `Sequences`: a padded array, the lengths and the form it came in.
+"""
+import numbers
+
+import numpy as np
+
+__all__ = ["Sequences", "read_X", "read_sample_weight", "make_rng", "flat_rows",
+           "read_step_targets", "split_rows"]
+
+
+class Sequences:
+    """Padded inputs: `values` (n, T, F) floats or (n, T) int64 token ids, `lengths` (n,)
+    int64 in [1, T], `kind` '2d', '3d' or 'ragged' (how X came in), `tokens` bool."""
+
+    __slots__ = ("values", "lengths", "kind", "tokens")
+
+    def __init__(self, values, lengths, kind, tokens):
+        self.values, self.lengths, self.kind, self.tokens = values, lengths, kind, tokens
+
+    def __len__(self):
+        return len(self.lengths)
+
+    @property
+    def steps(self):
+        return self.values.shape[1]
+
+    def subset(self, idx):
+        return Sequences(self.values[idx], self.lengths[idx], self.kind, self.tokens)
+
+
+def _as_float_array(a, name, dtype):
+    a = np.asarray(a) if not isinstance(a, np.ndarray) else a
+    if a.dtype.kind == "c":
+        raise ValueError(f"{name}: Complex data not supported")
+    if a.dtype.kind in "US":
+        raise TypeError(f"{name} must hold numbers, got strings (dtype {a.dtype}); "
+                        f"convert it explicitly, e.g. {name}.astype(float)")
+    if a.dtype.kind == "O":
+        try:
+            a = a.astype(np.float64)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name} must hold numbers: argument must be a string or a "
+                            f"real number ({e})") from e
+    elif a.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
+    with np.errstate(over="ignore"):
+        converted = np.asarray(a, dtype=dtype)
+    if not np.isfinite(converted).all():
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise ValueError(f"{name} contains NaN or infinity")
+        if a.dtype.kind in "fiu":
+            raise ValueError(f"{name} holds values too large for {np.dtype(dtype).name} "
+                             f"(largest magnitude {float(np.abs(a).max()):g})")
+        raise ValueError(f"{name} contains NaN or infinity")
+    return converted
+
+
+def _as_token_array(a, name):
+    """Token ids as int64: an integer dtype, every id >= 0."""
+    a = np.asarray(a)
+    if a.dtype.kind == "O":
+        try:
+            a = a.astype(np.int64)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise TypeError(f"{name} must hold integer token ids: {e}") from e
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer token ids (embedding_dim is set, so X "
+                        f"is read as tokens), got dtype {a.dtype}")
+    if a.size and a.dtype.kind == "u" and a.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} holds token ids above 2**63 - 1")
+    a = a.astype(np.int64, copy=False)
+    if a.size and a.min() < 0:
+        bad = np.argwhere(a < 0)[0]
+        raise ValueError(f"{name} holds a negative token id {int(a[tuple(bad)])} at position "
+                         f"{tuple(int(i) for i in bad)}; ids must be >= 0")
+    return a
+
+
+def _ragged(X, dtype, tokens):
+    """A list of sequences -> Sequences, or None when X is a regular list of equal
+    shapes (then read as an array)."""
+    try:
+        arrs = [np.asarray(x) for x in X]
+    except Exception as e:
+        raise ValueError(f"X could not be read as a list of sequences: {e}") from e
+    ndims = {a.ndim for a in arrs}
+    shapes = {a.shape for a in arrs}
+    if len(shapes) == 1 and ndims <= ({1} if tokens else {1, 2}):
+        return None
+    seqs = []
+    for i, a in enumerate(arrs):
+        if tokens:
+            if a.ndim != 1:
+                raise ValueError(f"X[{i}] must be a 1-D sequence of token ids, got shape "
+                                 f"{a.shape}")
+        elif a.ndim == 1:
+            a = a[:, None]
+        elif a.ndim != 2:
+            raise ValueError(f"X[{i}] must be 2-D (steps, features) or 1-D, "
+                             f"got shape {a.shape}")
+        if a.shape[0] == 0:
+            raise ValueError(f"X[{i}] is an empty sequence (0 steps)")
+        seqs.append(_as_token_array(a, f"X[{i}]") if tokens
+                    else _as_float_array(a, f"X[{i}]", dtype))
+    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+    if tokens:
+        out = np.zeros((len(seqs), lengths.max()), dtype=np.int64)
+    else:
+        feats = {s.shape[1] for s in seqs}
+        if len(feats) != 1:
+            raise ValueError(f"all sequences of X must have the same number of features "
+                             f"per step, got {sorted(feats)}")
+        out = np.zeros((len(seqs), lengths.max(), feats.pop()), dtype=dtype)
+    for i, s in enumerate(seqs):
+        out[i, :len(s)] = s
+    return Sequences(out, lengths, "ragged", tokens)
+
+
+def read_X(X, dtype, tokens=False):
+    """Sequences from any accepted form of X; `tokens`: X holds token ids."""
+    if isinstance(X, (list, tuple)) and len(X) == 0:
+        raise ValueError("X has 0 samples (an empty list); at least 1 is required")
+    if isinstance(X, (list, tuple)) and all(hasattr(x, "__len__") for x in X):
+        seqs = _ragged(X, dtype, tokens)
+        if seqs is not None:
+            return seqs
+    if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse") \
+            or hasattr(X, "tocsr"):
+        raise TypeError("X: sparse input is not supported; pass a dense array")
+    try:
+        arr = np.asarray(X)
+    except Exception as e:
+        raise ValueError(f"X could not be converted to an array: {e}") from e
+    if arr.ndim == 0 or arr.ndim == 1:
+        raise ValueError(f"Expected 2D array, got {'scalar' if arr.ndim == 0 else '1D'} array "
+                         f"instead: X must be (n_samples, n_timesteps[, n_features]) or a "
+                         f"list of sequences. Reshape your data, e.g. X.reshape(-1, 1) for "
+                         f"one step per sample or X.reshape(1, -1) for one sequence.")
+    if arr.ndim > 3 or (tokens and arr.ndim == 3):
+        what = "2-D (n_samples, n_timesteps) token ids" if tokens else "2-D or 3-D"
+        raise ValueError(f"X must be {what}, got {arr.ndim}-D array of shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"X has 0 samples (shape {arr.shape}); at least 1 is required")
+    if arr.shape[1] == 0:
+        raise ValueError(f"Found array with 0 feature(s) (shape={arr.shape}) while a minimum "
+                         f"of 1 is required: X has 0 steps.")
+    if arr.ndim == 3 and arr.shape[2] == 0:
+        raise ValueError(f"X has 0 features per step (shape {arr.shape})")
+    lengths = np.full(arr.shape[0], arr.shape[1], np.int64)
+    if tokens:
+        return Sequences(np.ascontiguousarray(_as_token_array(arr, "X")), lengths, "2d", True)
+    kind = "2d" if arr.ndim == 2 else "3d"
+    arr = _as_float_array(arr, "X", dtype)
+    if kind == "2d":
+        arr = arr[:, :, None]
+    return Sequences(np.ascontiguousarray(arr), lengths, kind, False)
+
+
+def read_sample_weight(sample_weight, n, dtype):
+    """One non-negative weight per sequence (ones when None)."""
+    if sample_weight is None:
+        return np.ones(n, dtype=dtype)
+    sw = np.asarray(sample_weight)
+    if sw.ndim == 0:
+        sw = np.full(n, float(sw))
+    if sw.dtype.kind not in "fiub":
+        raise TypeError(f"sample_weight must be numeric, got dtype {sw.dtype}")
+    sw = sw.astype(dtype)
+    if sw.shape != (n,):
+        raise ValueError(f"sample_weight.shape == {sw.shape}, expected ({n},)")
+    if not np.isfinite(sw).all():
+        raise ValueError("sample_weight contains NaN or infinity")
+    if (sw < 0).any():
+        raise ValueError("Negative values in data passed to sample_weight")
+    if n > 0 and not (sw > 0).any():
+        raise ValueError("Sample weights must contain at least one non-zero number")
+    return sw
+
+
+def make_rng(random_state):
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(0, 2 ** 31 - 1))
+    if random_state is None or isinstance(random_state, (numbers.Integral, np.random.Generator)):
+        return np.random.default_rng(random_state)
+    raise ValueError(f"random_state must be None, an int, a RandomState or a Generator, "
+                     f"got {random_state!r}")
+
+
+# ---------------------------------------------------------------- per-step rows
+
+def flat_rows(lengths, steps):
+    """Indices into a (n * steps) flattening of padded (n, steps, ...) data of every valid
+    step, sample after sample: the order of per-step rows everywhere in fastrnn."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    starts = np.arange(len(lengths), dtype=np.int64) * steps
+    firsts = np.cumsum(lengths) - lengths               # where each sample's rows begin
+    return np.repeat(starts - firsts, lengths) + np.arange(total, dtype=np.int64)
+
+
+def split_rows(rows, lengths):
+    """Per-step rows (sum(lengths), ...) back into a list of (T_i, ...) arrays."""
+    return np.split(rows, np.cumsum(lengths)[:-1])
+
+
+def read_step_targets(y, X, name="y"):
+    """Per-step targets y in the shape of X (a list of (T_i[, k]) arrays for ragged X, an
+    array (n, T[, k]) otherwise) -> (rows (sum T_i[, k]), per-step ndim 1 or 2). Each
+    y[i] must have as many steps as X[i]."""
+    n, lengths = len(X), X.lengths
+    if y is None:
+        raise ValueError(f"{name} is None; a per-step estimator needs a target for every "
+                         f"step of every sequence")
+    if isinstance(y, (list, tuple)):
+        if len(y) != n:
+            raise ValueError(f"X and {name} have inconsistent numbers of samples: {n} and "
+                             f"{len(y)}")
+        parts = []
+        for i, yi in enumerate(y):
+            a = np.asarray(yi)
+            if a.ndim == 0 or a.ndim > 2:
+                raise ValueError(f"{name}[{i}] must hold one target per step of X[{i}] "
+                                 f"(shape ({lengths[i]},) or ({lengths[i]}, k)), got shape "
+                                 f"{a.shape}")
+            if a.shape[0] != lengths[i]:
+                raise ValueError(f"{name}[{i}] has {a.shape[0]} steps but X[{i}] has "
+                                 f"{lengths[i]}: per-step targets must be as long as their "
+                                 f"sequence")
+            parts.append(a)
+        ndims = {a.ndim for a in parts}
+        if len(ndims) != 1 or len({a.shape[1:] for a in parts}) != 1:
+            raise ValueError(f"all {name}[i] must have the same number of targets per step")
+        return np.concatenate(parts, axis=0), ndims.pop()
+    a = np.asarray(y)
+    if X.kind == "ragged":
+        raise ValueError(f"X is a list of sequences of different lengths, so {name} must be "
+                         f"a list of per-step target arrays (one per sequence), got an "
+                         f"array of shape {a.shape}")
+    T = X.steps
+    if a.ndim not in (2, 3) or a.shape[:2] != (n, T):
+        raise ValueError(f"{name} must hold a target for every step: shape ({n}, {T}) or "
+                         f"({n}, {T}, k) to match X, got shape {a.shape}")
+    return a.reshape((n * T,) + a.shape[2:]), a.ndim - 1

@@ -1,0 +1,176 @@
+"""The training loop shared by every estimator: mini-batches, clipping, the optimizer,
+the learning-rate schedule, early stopping or a stop on a training-loss plateau, Ctrl-C
+and divergence (both roll the model back to the last completed epoch)."""
+import copy
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from ..optim import clip_grad_norm
+__all__ = ["TrainingData", "rows_of", "train_epochs"]
+
+
+class TrainingData:
+    """Inputs, target rows and sequence weights of one fit call, cut into batches of
+    sequences. Per-step targets are rows in flat_rows order; `offsets[i]` is where
+    sequence i's rows begin."""
+
+    def __init__(self, seqs, Y, sw, per_step):
+        self.seqs, self.Y, self.sw, self.per_step = seqs, Y, sw, per_step
+        self.offsets = np.cumsum(seqs.lengths) - seqs.lengths if per_step else None
+
+    def batch(self, b):
+        """(inputs (B, T_b[, F]), lengths, target rows, row weights) of sequences b."""
+        lb = self.seqs.lengths[b]
+        xb = self.seqs.values[b, :lb.max()]
+        if not self.per_step:
+            return xb, lb, self.Y[b], self.sw[b]
+        rows = rows_of(self.offsets[b], lb)
+        return xb, lb, self.Y[rows], np.repeat(self.sw[b], lb)
+
+
+def rows_of(starts, lengths):
+    """Indices of the rows [starts[i], starts[i] + lengths[i]) of every i, in order."""
+    total = int(lengths.sum())
+    firsts = np.cumsum(lengths) - lengths
+    return np.repeat(starts - firsts, lengths) + np.arange(total, dtype=np.int64)
+
+
+def snapshot(est, training_state=False):
+    """Copies of the weights; with training_state also of the optimizer's state and the
+    sample count, so a fit rolled back to it continues as if from there."""
+    snap = {k: v.copy() for k, v in est.model_.params().items()}
+    if training_state:
+        snap["__training_state__"] = (copy.deepcopy(est._optimizer.state), est.t_)
+    return snap
+
+
+def restore(est, snap):
+    for k, v in est.model_.params().items():
+        v[...] = snap[k]
+    if "__training_state__" in snap:
+        state, est.t_ = snap["__training_state__"]
+        est._optimizer.state = copy.deepcopy(state)
+
+
+def train_epochs(est, data, tr, va, epochs, incremental):
+    """Up to `epochs` passes over the sequences `tr`; `va` (or None) scores early
+    stopping."""
+    bs = min(int(est.batch_size), len(tr))
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        done, last_good = est.n_iter_, None
+        # Ctrl-C anywhere in the epoch (Python sees it between two core calls, which run
+        # without the GIL and are never cut short) rolls the model back to the end of the
+        # last completed epoch: weights, optimizer state, counters.
+        try:
+            last_good = snapshot(est, training_state=True)
+            epoch_loss = _run_batches(est, data, tr, bs)
+            if epoch_loss is None or not all(np.isfinite(v).all()
+                                             for v in est.model_.params().values()):
+                _diverged(est, last_good)
+                return
+            est.loss_curve_.append(epoch_loss)
+            est.n_iter_ += 1
+            stop = _end_of_epoch(est, data, va, epoch_loss, incremental)
+        except KeyboardInterrupt:
+            _interrupted(est, done, last_good)
+            return
+        if est.verbose:
+            _report(est, epoch_loss, time.perf_counter() - t0)
+        if stop:
+            break
+    if est.early_stopping and not incremental and getattr(est, "_best_params", None):
+        restore(est, est._best_params)
+
+
+def _run_batches(est, data, tr, bs):
+    """One pass over the sequences `tr` in mini-batches: their mean loss (weighted by
+    the rows' weights), or None as soon as the loss of a batch is NaN or infinite (that
+    batch is not applied)."""
+    order = est._rng_.permutation(tr) if est.shuffle else tr
+    params = est.model_.params()
+    total, wsum = 0.0, 0.0
+    n_batches = (len(order) + bs - 1) // bs
+    for bi in range(n_batches):
+        nt = est._n_threads()
+        b = order[bi * bs:(bi + 1) * bs]
+        xb, lb, yb, wb = data.batch(b)
+        with np.errstate(over="ignore", invalid="ignore"):
+            # a diverging fit is reported by the caller, by name and epoch
+            out = est.model_.forward(xb, lb, True, nt)
+            loss, d_out = est._loss(out, yb, wb, nt)
+        if not np.isfinite(loss):
+            return None
+        grads = est._backward_batch(d_out, nt)
+        if est.clip_grad_norm is not None:
+            clip_grad_norm(grads, float(est.clip_grad_norm))
+        est._optimizer.step(params, grads)
+        est.t_ += len(b)
+        w = float(wb.sum())
+        total += loss * w
+        wsum += w
+        if est.verbose >= 2:
+            _progress(bi + 1, n_batches, total / max(wsum, 1e-12))
+    return total / wsum if wsum > 0 else 0.0
+
+
+def _end_of_epoch(est, data, va, epoch_loss, incremental):
+    """Bookkeeping after an epoch; True when training should stop."""
+    if est.early_stopping and va is not None:
+        score = est._validation_score(data, va)
+        est.validation_scores_.append(score)
+        if score > est.best_validation_score_ + est.tol:
+            est._no_improve = 0
+        else:
+            est._no_improve += 1
+        if score > est.best_validation_score_:
+            est.best_validation_score_ = score
+            est._best_params = snapshot(est)
+        metric = -score
+    else:
+        if epoch_loss < est.best_loss_ - est.tol:
+            est._no_improve = 0
+        else:
+            est._no_improve += 1
+        est.best_loss_ = min(est.best_loss_, epoch_loss)
+        metric = epoch_loss
+    est._scheduler.step(metric)
+    return (not incremental) and est._no_improve >= est.n_iter_no_change
+
+
+def _interrupted(est, done, last_good):
+    if est.n_iter_ == done and last_good is not None:   # the epoch was not complete
+        restore(est, last_good)
+    del est.loss_curve_[est.n_iter_:]
+    if est.validation_scores_ is not None:
+        del est.validation_scores_[est.n_iter_:]
+    warnings.warn(f"fit interrupted (KeyboardInterrupt) in epoch {done + 1}; the model "
+                  f"keeps the weights of the last completed epoch ({est.n_iter_}) and "
+                  f"can be used or trained further.", RuntimeWarning, stacklevel=6)
+
+
+def _diverged(est, last_good):
+    restore(est, last_good)
+    warnings.warn(f"fit stopped in epoch {est.n_iter_ + 1}: the loss became NaN or "
+                  f"infinite; the weights after epoch {est.n_iter_} were kept. Try a "
+                  f"lower learning_rate or clip_grad_norm.", RuntimeWarning, stacklevel=6)
+
+
+def _progress(done, total, loss):
+    width = 30
+    fill = int(width * done / total)
+    sys.stdout.write(f"\r  [{'#' * fill}{'.' * (width - fill)}] {done}/{total} "
+                     f"loss {loss:.4f}")
+    if done == total:
+        sys.stdout.write("\r" + " " * (width + 40) + "\r")
+    sys.stdout.flush()
+
+
+def _report(est, loss, seconds):
+    val = ""
+    if est.validation_scores_:
+        val = f", validation score {est.validation_scores_[-1]:.4f}"
+    print(f"epoch {est.n_iter_}: train loss {loss:.6f}{val}, {seconds:.2f} s", flush=True)
