@@ -61,6 +61,17 @@ def test_demo_reports_accuracy_and_speed():
         assert word in out
 
 
+def test_demo_shows_progress_and_the_other_demos():
+    out = run_cli("demo", "tag", "--samples", "64", "--steps", "20", "--epochs", "2")
+    assert out.count("epoch 1: train loss") == 2          # LSTM, then RNN
+    assert "per-step test accuracy" in out and "fastrnn demo lm" in out
+    out = run_cli("demo", "lm", "--samples", "40", "--epochs", "1", "--quiet")
+    assert "epoch 1:" not in out
+    assert "nats per character" in out and "sample (temperature 0.6):" in out
+    sample = out.split("sample (temperature 0.6):\n")[1].split("other demos:")[0]
+    assert sample.startswith("The return statement") and len(sample) > 300
+
+
 def test_bench_runs_quickly():
     out = run_cli("bench", "--sizes", "S", "--cells", "rnn", "--modes", "inference",
                   "--rounds", "1", "--no-torch")
