@@ -162,7 +162,7 @@ def make_marked_recall(n_samples=1000, n_steps=100, n_symbols=4, mark_rate=0.05,
 
 
 def load_text():
-    """About 0.7 MB of English prose that ships with every CPython: the topic texts of
+    """About 0.5 MB of English prose that ships with every CPython: the topic texts of
     ``help()`` (module ``pydoc_data.topics``), joined in a fixed order. Plain ASCII
     mostly; returned as one str."""
     try:

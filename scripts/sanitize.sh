@@ -24,7 +24,8 @@ trap 'rm -rf "$TMP"' EXIT
 # slowdown are what they would measure)
 if [ "$#" -eq 0 ]; then
     set -- tests/test_layers.py tests/test_reference.py tests/test_robustness.py \
-        -k "not rss and not joblib"
+        tests/test_head_core.py tests/test_embedding.py tests/test_sequence_estimators.py \
+        tests/test_tokens.py -k "not rss and not joblib and not learns and not language and not generat"
 fi
 
 "$PY" -c "import Cython" 2> /dev/null || "$PY" -m pip install -q "Cython>=3.0"

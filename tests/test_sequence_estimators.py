@@ -251,7 +251,8 @@ def test_bidirectional_tagger_sees_the_future():
     assert uni.score(X[300:], y[300:]) < 0.7
 
 
-@pytest.mark.parametrize("cls", [LSTMTagger, GRUSequenceRegressor], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [LSTMTagger, GRUSequenceRegressor, LSTMClassifier],
+                         ids=lambda c: c.__name__)
 def test_same_model_for_1_2_3_threads(cls):
     """A problem on which the core really uses several threads: each layer call is
     64 x 100 steps x 4 gates x 64 units x (24 + 64) inputs = 144M multiply-adds, over
@@ -261,10 +262,15 @@ def test_same_model_for_1_2_3_threads(cls):
     X = rng.normal(size=(64, 100, 24)).astype(np.float32)
     y = (np.cumsum(X[:, :, 0], axis=1) > 0).astype(int)
     target = y if cls._is_classifier else np.cumsum(X[:, :, :2], axis=1)
+    kw = {}
+    if cls is LSTMClassifier:     # token input: the embedding's sparse gradient too
+        X = (np.abs(X[:, :, 0]) * 300).astype(np.int64)
+        target = (X[:, 0] > 100).astype(int)
+        kw = dict(embedding_dim=24)
     outs = []
     for n_jobs in (1, 2, 3):
         m = cls(hidden_size=64, max_epochs=2, batch_size=64, random_state=3,
-                n_jobs=n_jobs).fit(X, target)
+                n_jobs=n_jobs, **kw).fit(X, target)
         outs.append(m.predict_proba(X) if cls._is_classifier else m.predict(X))
     np.testing.assert_array_equal(outs[0], outs[1])
     np.testing.assert_array_equal(outs[0], outs[2])
