@@ -40,7 +40,7 @@ Estimators (the recurrent stack under ``rnn.``, the Dense head under ``head.``):
 import numpy as np
 
 from .dense import Dense
-from .layers import GRU, LSTM, RNN
+from .layers import _CELL_INFO, GRU, LSTM, RNN
 
 __all__ = ["load_torch", "export_torch", "layer_from_torch", "layer_to_torch",
            "load_keras", "export_keras", "layer_from_keras",
@@ -208,10 +208,11 @@ def layer_to_torch(layer):
 
 
 # ---------------------------------------------------------------- Keras, layers
-# Keras' gate blocks, as indices into PyTorch's: LSTM i,f,c,o = i,f,g,o; GRU z,r,h is
-# PyTorch's r,z,n taken in the order 1,0,2 (and back the same way: the swap is its own
-# inverse).
-_GRU_SWAP = [1, 0, 2]
+# Keras' gate blocks, named as the C core names PyTorch's (fastrnn._core.cell_info()):
+# LSTM i,f,c,o is PyTorch's i,f,g,o; GRU z,r,h is PyTorch's r,z,n taken as z,r,n. The
+# GRU swap is its own inverse, so it converts in both directions.
+_KERAS_GATES = {"gru": ("z", "r", "n")}
+_GRU_SWAP = [_CELL_INFO["gru"]["gates"].index(g) for g in _KERAS_GATES["gru"]]
 
 
 def _blocks(a, H, order, axis):
