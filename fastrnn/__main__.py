@@ -72,8 +72,8 @@ def _demo_lm(args):
           f"Python's help() texts ({len(alphabet)} distinct characters)")
     model = LSTMTagger(embedding_dim=32, hidden_size=128, max_epochs=args.epochs,
                        learning_rate=1e-2, random_state=0, verbose=0 if args.quiet else 1)
-    print(f"training an LSTMTagger(embedding_dim=32, hidden_size=128) to predict the next "
-          f"character at every step ...", flush=True)
+    print("training an LSTMTagger(embedding_dim=32, hidden_size=128) to predict the next "
+          "character at every step ...", flush=True)
     fit_s = _fit_verbosely(model, X, y)
     counts = np.unique(list(text), return_counts=True)[1]
     p = counts / counts.sum()

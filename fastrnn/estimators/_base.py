@@ -26,9 +26,9 @@ from .._memory import BLAS_INT_MAX, check_memory
 from ..layers import _GATES, call_bytes, param_count
 from ..optim import make_optimizer, make_scheduler
 from .._threads import get_num_threads
-from ._inputs import make_rng, read_sample_weight, read_X
+from ._inputs import make_rng, read_sample_weight, read_X, rows_of, split_rows
 from ._network import SequenceModel
-from ._training import TrainingData, rows_of, train_epochs
+from ._training import TrainingData, train_epochs
 
 __all__ = ["RecurrentEstimator"]
 
@@ -415,7 +415,7 @@ class RecurrentEstimator:
         if not self._per_step:
             return rows
         if seqs.kind == "ragged":
-            return np.split(rows, np.cumsum(seqs.lengths)[:-1])
+            return split_rows(rows, seqs.lengths)
         return rows.reshape((len(seqs), seqs.steps) + rows.shape[1:])
 
     def _validation_score(self, data, va):

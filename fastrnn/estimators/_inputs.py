@@ -14,7 +14,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["Sequences", "read_X", "read_sample_weight", "make_rng", "flat_rows",
+__all__ = ["Sequences", "read_X", "read_sample_weight", "make_rng", "rows_of", "flat_rows",
            "read_step_targets", "split_rows"]
 
 
@@ -198,14 +198,17 @@ def make_rng(random_state):
 
 # ---------------------------------------------------------------- per-step rows
 
+def rows_of(starts, lengths):
+    """Indices of the rows [starts[i], starts[i] + lengths[i]) of every i, in order."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    firsts = np.cumsum(lengths) - lengths               # where each i's rows begin
+    return np.repeat(starts - firsts, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+
+
 def flat_rows(lengths, steps):
     """Indices into a (n * steps) flattening of padded (n, steps, ...) data of every valid
     step, sample after sample: the order of per-step rows everywhere in fastrnn."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    total = int(lengths.sum())
-    starts = np.arange(len(lengths), dtype=np.int64) * steps
-    firsts = np.cumsum(lengths) - lengths               # where each sample's rows begin
-    return np.repeat(starts - firsts, lengths) + np.arange(total, dtype=np.int64)
+    return rows_of(np.arange(len(lengths), dtype=np.int64) * steps, lengths)
 
 
 def split_rows(rows, lengths):

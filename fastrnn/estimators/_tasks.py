@@ -2,9 +2,8 @@
 (mean squared error on standardised targets, R^2). A row is one sequence (classifiers,
 regressors) or one valid step (taggers, sequence regressors); `_reshape_rows` of the base
 class turns rows back into the structure X came in."""
-import warnings
-
 import numbers
+import warnings
 
 import numpy as np
 
@@ -53,15 +52,14 @@ class ClassificationTask:
             return
         raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}")
 
-    def _target_rows(self, y, X, validate=True):
-        """y as rows of labels (one per sequence, or one per valid step)."""
+    def _target_rows(self, y, X):
+        """y as rows of labels (one per sequence, or one per valid step: X of equal
+        lengths when it is an array, so its y rows are all valid)."""
         if self._per_step:
             rows, ndim = read_step_targets(y, X)
             if ndim != 1:
                 raise ValueError(f"{type(self).__name__} takes one label per step: y[i] "
                                  f"must be 1-D, got {ndim}-D per-step targets")
-            if X.kind != "ragged" and not np.all(X.lengths == X.steps):
-                rows = rows.reshape(len(X), X.steps)[np.arange(X.steps) < X.lengths[:, None]]
             return _check_labels(np.asarray(rows))
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
@@ -192,9 +190,6 @@ class RegressionTask:
     def _target_rows(self, y, X):
         if self._per_step:
             rows, ndim = read_step_targets(y, X)
-            if X.kind != "ragged" and not np.all(X.lengths == X.steps):
-                mask = np.arange(X.steps) < X.lengths[:, None]
-                rows = rows.reshape((len(X), X.steps) + rows.shape[1:])[mask]
         else:
             rows = np.asarray(y)
             ndim = rows.ndim

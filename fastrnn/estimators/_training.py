@@ -9,7 +9,8 @@ import warnings
 import numpy as np
 
 from ..optim import clip_grad_norm
-__all__ = ["TrainingData", "rows_of", "train_epochs"]
+from ._inputs import rows_of
+__all__ = ["TrainingData", "train_epochs"]
 
 
 class TrainingData:
@@ -29,13 +30,6 @@ class TrainingData:
             return xb, lb, self.Y[b], self.sw[b]
         rows = rows_of(self.offsets[b], lb)
         return xb, lb, self.Y[rows], np.repeat(self.sw[b], lb)
-
-
-def rows_of(starts, lengths):
-    """Indices of the rows [starts[i], starts[i] + lengths[i]) of every i, in order."""
-    total = int(lengths.sum())
-    firsts = np.cumsum(lengths) - lengths
-    return np.repeat(starts - firsts, lengths) + np.arange(total, dtype=np.int64)
 
 
 def snapshot(est, training_state=False):
