@@ -7,7 +7,10 @@ before the model is built from it. Format 2 (fastrnn 0.2) adds per-step estimato
 token input (vocabulary, embedding) and input scaling; format 1 files (fastrnn 0.1)
 still load.
 """
+import contextlib
 import json
+import os
+import tempfile
 
 import numpy as np
 
@@ -42,6 +45,7 @@ def _jsonable(v):
 
 
 def save(est, path):
+    """Write `est` to `path` atomically (see _write_atomically), or to an open file."""
     from .. import __version__
     est._check_fitted()
     meta = {"format": FORMAT_VERSION, "fastrnn_version": __version__,
@@ -53,8 +57,40 @@ def save(est, path):
         if getattr(est, k, None) is not None:
             arrays[k] = getattr(est, k)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
+    if hasattr(path, "write"):          # an open file: the caller owns it
+        np.savez(path, **arrays)
+        return
+    _write_atomically(os.fspath(path), lambda f: np.savez(f, **arrays))
+
+
+def _write_atomically(path, write):
+    """Write through a temporary file in the same directory, flushed to disk, then
+    renamed over `path`: a reader (or a process killed mid-write) sees the old file or the
+    new one, never a mix."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastrnn-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if os.path.exists(path):
+            os.chmod(tmp, os.stat(path).st_mode & 0o777)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):     # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
 
 def load(path):
