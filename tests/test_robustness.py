@@ -806,7 +806,7 @@ def test_divergence_names_the_epoch_and_keeps_the_last_finite_weights(monkeypatc
     orig_loss = m._loss
     calls = {"n": 0}
 
-    def loss(*args):            # the 2nd batch of epoch 3 gives a NaN loss
+    def loss(*args):    # call 1 is the loss at the start; call 8, epoch 3's first batch, is NaN
         calls["n"] += 1
         value, grad = orig_loss(*args)
         return (np.nan if calls["n"] == 8 else value), grad

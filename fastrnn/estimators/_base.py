@@ -14,6 +14,9 @@ The feature-count rule (reconciling scikit-learn with sequences): after fitting 
 X, ``n_features_in_`` is the column count (the number of steps of the univariate series)
 and predict demands 2-D float X with that many columns. After fitting on 3-D or ragged
 X, ``n_features_in_`` is the per-step feature count and X of any length may be predicted.
+With ``n_features`` set, 2-D float X is flat multivariate data (each row n_timesteps *
+n_features values, step after step): ``n_features_in_`` is again the column count, and
+a model fitted on such X predicts 2-D X of that many columns only.
 """
 import contextlib
 import numbers
@@ -78,7 +81,7 @@ class RecurrentEstimator:
                  lr_schedule="constant", batch_size=32, max_epochs=100, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=20, tol=1e-4, clip_grad_norm=1.0,
                  shuffle=True, random_state=None, n_jobs=None, dtype="float32", verbose=0,
-                 warm_start=False):
+                 warm_start=False, n_features=None):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional
@@ -104,6 +107,7 @@ class RecurrentEstimator:
         self.dtype = dtype
         self.verbose = verbose
         self.warm_start = warm_start
+        self.n_features = n_features
 
     # ------------------------------------------------------------ sklearn plumbing
     @classmethod
@@ -183,6 +187,11 @@ class RecurrentEstimator:
         pos_int("vocab_size", _MAX_VOCAB, none_ok=True)
         if self.vocab_size is not None and self.embedding_dim is None:
             raise ValueError("vocab_size is for token input and needs embedding_dim")
+        pos_int("n_features", 1 << 24, none_ok=True)
+        if self.n_features is not None and self.embedding_dim is not None:
+            raise ValueError("n_features is for float input (flat 2-D X of several features "
+                             "per step); with embedding_dim set X holds one token id per "
+                             "step: leave n_features at None")
 
         def real(name, lo, hi, lo_open=False, hi_open=False, none_ok=False):
             v = getattr(self, name)
@@ -296,23 +305,35 @@ class RecurrentEstimator:
     def _tokens(self):
         return self.embedding_dim is not None
 
+    def _read_X(self, X):
+        return read_X(X, np.dtype(self.dtype), tokens=self._tokens,
+                      n_features=None if self._tokens else self.n_features)
+
     def _read_X_fit(self, X):
-        seqs = read_X(X, np.dtype(self.dtype), tokens=self._tokens)
+        seqs = self._read_X(X)
         self._input_kind_ = seqs.kind
         self.n_step_features_ = 1 if seqs.tokens else seqs.values.shape[2]
-        self.n_features_in_ = seqs.steps if seqs.kind == "2d" else self.n_step_features_
+        # 2-D X: the column count, n_timesteps * n_features with n_features set
+        self.n_features_in_ = (seqs.steps * self.n_step_features_ if seqs.kind == "2d"
+                               else self.n_step_features_)
         return seqs
 
     def _read_X_predict(self, X):
         self._check_fitted()
-        seqs = read_X(X, np.dtype(self.dtype), tokens=self._tokens)
+        seqs = self._read_X(X)
         if seqs.tokens:
             return seqs
+        name = type(self).__name__
         if self._input_kind_ == "2d" and seqs.kind == "2d":
-            if seqs.steps != self.n_features_in_:
-                raise ValueError(f"X has {seqs.steps} features, but {type(self).__name__} "
+            columns = seqs.steps * seqs.values.shape[2]
+            if columns != self.n_features_in_:
+                raise ValueError(f"X has {columns} features, but {name} "
                                  f"is expecting {self.n_features_in_} features as input.")
-        elif seqs.values.shape[2] != self.n_step_features_:
+        elif self._input_kind_ == "2d" and self.n_step_features_ > 1:
+            raise ValueError(f"{name} was fitted on 2-D X of {self.n_features_in_} columns "
+                             f"(n_features={self.n_step_features_} per step): pass X in that "
+                             f"form, 2-D with {self.n_features_in_} columns")
+        if seqs.values.shape[2] != self.n_step_features_:
             raise ValueError(f"X has {seqs.values.shape[2]} features per step, but "
                              f"{type(self).__name__} was fitted with "
                              f"{self.n_step_features_} features per step.")
@@ -454,6 +475,10 @@ class RecurrentEstimator:
             self.validation_scores_ = [] if self.early_stopping else None
             self.best_loss_ = np.inf
             self.best_validation_score_ = -np.inf if self.early_stopping else None
+            self._new_optimizer()
+        elif not incremental:
+            # a warm-start fit takes the current optimizer settings, as scikit-learn's
+            # MLP does (a new optimizer; the weights carry on)
             self._new_optimizer()
         if not incremental:
             self._no_improve = 0

@@ -53,6 +53,9 @@ def train_epochs(est, data, tr, va, epochs, incremental):
     """Up to `epochs` passes over the sequences `tr`; `va` (or None) scores early
     stopping."""
     bs = min(int(est.batch_size), len(tr))
+    first_epoch = est.n_iter_
+    start = None if incremental else _initial_loss(est, data, tr[:bs])
+    best = None if incremental else (start, snapshot(est), 0)   # (loss, weights, epoch)
     for _ in range(epochs):
         t0 = time.perf_counter()
         done, last_good = est.n_iter_, None
@@ -68,6 +71,8 @@ def train_epochs(est, data, tr, va, epochs, incremental):
                 return
             est.loss_curve_.append(epoch_loss)
             est.n_iter_ += 1
+            if not incremental and epoch_loss < best[0]:
+                best = (epoch_loss, snapshot(est), est.n_iter_)
             stop = _end_of_epoch(est, data, va, epoch_loss, incremental)
         except KeyboardInterrupt:
             _interrupted(est, done, last_good)
@@ -78,6 +83,47 @@ def train_epochs(est, data, tr, va, epochs, incremental):
             break
     if est.early_stopping and not incremental and getattr(est, "_best_params", None):
         restore(est, est._best_params)
+    elif not incremental and _ended_far_above(start, est.loss_curve_[first_epoch:]):
+        restore(est, best[1])
+        est._optimizer.reset()        # its moments come from the diverged steps
+    if not incremental:
+        _report_divergence(est, start, est.loss_curve_[first_epoch:], best)
+
+
+DIVERGENCE_FACTOR = 2.0   # a fit whose last epoch's loss is this many times the start's
+
+
+def _initial_loss(est, data, b):
+    """The loss of the model as the fit starts, on its first batch (inference mode: no
+    dropout, no random draw)."""
+    xb, lb, yb, wb = data.batch(b)
+    nt = est._n_threads()
+    with np.errstate(over="ignore", invalid="ignore"):
+        loss = est._loss(est.model_.forward(xb, lb, False, nt), yb, wb, nt)[0]
+    return float(loss) if np.isfinite(loss) else np.inf
+
+
+def _ended_far_above(start, losses):
+    return len(losses) >= 1 and losses[-1] > DIVERGENCE_FACTOR * start
+
+
+def _report_divergence(est, start, losses, best):
+    """A loss that ends far above where it started is reported, naming the likely cause
+    and the parameters to change; the weights of the best epoch were kept (or, with
+    early_stopping, those of the best validation score)."""
+    if not _ended_far_above(start, losses):
+        return
+    if est.early_stopping:
+        kept = "the weights of the best validation score were kept"
+    elif best[2] == 0:
+        kept = "no epoch improved on the initial weights, which were kept"
+    else:
+        kept = f"the weights of epoch {best[2]} (loss {best[0]:.4g}) were kept"
+    warnings.warn(f"fit diverged: the training loss rose from {start:.4g} at the start to "
+                  f"{losses[-1]:.4g} in the last epoch; {kept}. The step size is likely "
+                  f"too large for this data: lower learning_rate (now {est.learning_rate}) "
+                  f"or clip gradients harder (clip_grad_norm, now {est.clip_grad_norm}).",
+                  RuntimeWarning, stacklevel=6)
 
 
 def _run_batches(est, data, tr, bs):
