@@ -23,7 +23,7 @@ from setuptools.modified import newer_group
 
 C_SOURCES = ["src_c/recurrence.c", "src_c/lstm.c", "src_c/gru.c", "src_c/rnn.c",
              "src_c/kernels.c", "src_c/vmath.c", "src_c/dense.c", "src_c/xent.c",
-             "src_c/embedding.c"]
+             "src_c/embedding.c", "src_c/stream.c"]
 BASE_FLAGS = ["-O3", "-std=gnu11", "-fno-trapping-math", "-fno-math-errno"]
 
 

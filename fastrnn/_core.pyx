@@ -12,6 +12,7 @@ Shapes and user-facing messages are checked earlier, in fastrnn/layers.py.
 """
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 from libc.stdint cimport uintptr_t
+from libc.stdlib cimport malloc, free
 cimport numpy as cnp
 import ctypes
 import numpy as np
@@ -60,6 +61,27 @@ cdef extern from "fastrnn.h" nogil:
                         int accumulate_dx, double *ws, fr_dgemm_t gemm)
     int fr_openmp_enabled()
     int fr_max_threads()
+    ctypedef struct fr_stream_dims:
+        int cell, layers, batch, input, hidden, outputs, chunk, scaled, vocab
+    size_t fr_stream_workspace(const fr_stream_dims *d)
+    int fr_stream_init_f32(const fr_stream_dims *d, float *ws, const float *const *w_ih,
+                           const float *const *w_hh, const float *const *b_ih,
+                           const float *const *b_hh, const float *head_w,
+                           const float *head_b, const float *mean, const float *scale)
+    int fr_stream_init_f64(const fr_stream_dims *d, double *ws, const double *const *w_ih,
+                           const double *const *w_hh, const double *const *b_ih,
+                           const double *const *b_hh, const double *head_w,
+                           const double *head_b, const double *mean, const double *scale)
+    int fr_stream_state_f32(const fr_stream_dims *d, float *ws, float *h, float *c, int write)
+    int fr_stream_state_f64(const fr_stream_dims *d, double *ws, double *h, double *c,
+                            int write)
+    int fr_stream_step_f32(const fr_stream_dims *d, float *ws, int K, const float *x,
+                           const long long *ids, const float *emb, const unsigned char *known,
+                           int every, float *out, fr_sgemm_t gemm)
+    int fr_stream_step_f64(const fr_stream_dims *d, double *ws, int K, const double *x,
+                           const long long *ids, const double *emb,
+                           const unsigned char *known, int every, double *out,
+                           fr_dgemm_t gemm)
     ctypedef struct fr_cell_desc:
         const char *name
         int n_gates
@@ -621,3 +643,308 @@ def embedding_backward(ids, lengths, d_out, map, rows_out, values_out, int skip_
     if rc != 0:
         raise ValueError(f"fastrnn core: token ids at valid positions must lie in [0, {V})")
     return count
+
+
+# ---------------------------------------------------------------- streaming (stream.c)
+# One object per running stream: it owns its buffer (packed weights, state, scratch) and
+# its output array, so streams over one model never share anything writable; one stream
+# used by two threads at once is refused (RuntimeError), never raced.
+
+cdef int _REAL_KINDS = 0
+
+
+cdef class Stream:
+    """Step-by-step inference over a stack of unidirectional layers (+ optional head).
+
+    Stream(cell, batch, w_ih, w_hh, b_ih, b_hh, head_w=None, head_b=None, mean=None,
+    scale=None, emb=None, known=None, chunk=0): w_ih ... b_hh are lists with one array
+    per layer (PyTorch's shapes); head_w (M, H), head_b (M,) or None; mean, scale (I,)
+    standardise float input as (x - mean) / scale; emb (V + 1, I) and known (V,) bool
+    make it a token stream (ids >= V or not known read row V). chunk: the samples per
+    work item of the forward whose bits the stream reproduces (fr_forward_fuses).
+    All arrays C-contiguous, one float dtype; the recurrent and head weights are copied
+    (packed) now, emb and known are read in place at every step.
+
+    step(x) advances one step: x (batch, I) floats or (batch,) token ids; returns the
+    output of that step, (batch, M) (or the top layer's h, (batch, H), without a head),
+    as a view of a buffer the next call overwrites (copy=True for a new array).
+    step_many(X, every=True): X (batch, K, I) or (batch, K) ids; every=True returns a
+    new (batch, K, W) array of each step's output, every=False the last step's output
+    (the buffer, as step). reset() zeroes the state; get_state() / set_state(h, c=None)
+    read and write it, (layers, batch, H) arrays (c for LSTM only)."""
+
+    cdef fr_stream_dims d
+    cdef object _ws, _out, _emb, _known, _zeros
+    cdef void *_pws
+    cdef void *_pout
+    cdef const void *_pemb
+    cdef const unsigned char *_pknown
+    cdef int _tn, _busy, _blas, _width
+    cdef readonly object dtype
+    cdef readonly int batch_size, n_inputs, hidden_size, num_layers, n_outputs
+    cdef readonly bint tokens
+    cdef readonly str cell
+
+    def __init__(self, str cell, int batch, list w_ih, list w_hh, list b_ih, list b_hh,
+                 head_w=None, head_b=None, mean=None, scale=None, emb=None, known=None,
+                 int chunk=0):
+        cdef int L, G, GH, I, H, M, V, k, rc
+        cdef size_t need
+        cdef const void **ptrs
+        cdef void *phw
+        cdef void *phb
+        cdef void *pm
+        cdef void *ps
+        if cell not in CELLS:
+            raise ValueError(f"fastrnn core: unknown cell {cell!r}")
+        L = len(w_ih)
+        if L < 1 or len(w_hh) != L or len(b_ih) != L or len(b_hh) != L:
+            raise ValueError("fastrnn core: w_ih, w_hh, b_ih, b_hh need one array per layer")
+        if batch < 1 or batch > (1 << 24):
+            raise ValueError(f"batch_size must lie in [1, {1 << 24}], got {batch}")
+        dtype = np.dtype(w_ih[0].dtype) if isinstance(w_ih[0], np.ndarray) else None
+        self._tn = _typenum_of(dtype)
+        G = fr_gates(CELLS[cell])
+        if w_ih[0].ndim != 2 or w_ih[0].shape[0] > _INT_MAX or w_ih[0].shape[1] > _INT_MAX:
+            raise ValueError("fastrnn core: w_ih[0] must be 2-D (gates * hidden, input)")
+        GH, I = w_ih[0].shape
+        if GH < 1 or GH % G:
+            raise ValueError(f"fastrnn core: w_ih[0] must have shape (gates * hidden, input)")
+        H = GH // G
+        for k in range(L):
+            _shape(w_ih[k], f'w_ih[{k}]', (GH, I if k == 0 else H))
+            _shape(w_hh[k], f'w_hh[{k}]', (GH, H))
+            _shape(b_ih[k], f'b_ih[{k}]', (GH,))
+            _shape(b_hh[k], f'b_hh[{k}]', (GH,))
+        M = 0
+        if head_w is not None:
+            M = _shape(head_w, 'head_w', (None, H))[0]
+            _shape(head_b, 'head_b', (M,))
+            if M < 1:
+                raise ValueError("fastrnn core: the head needs at least one output")
+        if (mean is None) != (scale is None):
+            raise ValueError("fastrnn core: mean and scale go together")
+        V = 0
+        if emb is not None:
+            if mean is not None:
+                raise ValueError("fastrnn core: token input is not standardised")
+            V = _shape(emb, 'emb', (None, I))[0] - 1
+            if V < 1 or V >= _INT_MAX:
+                raise ValueError("fastrnn core: emb needs V + 1 rows, V >= 1")
+            _shape(known, 'known', (V,))
+            if known.dtype != np.bool_ or not known.flags.c_contiguous:
+                raise TypeError("fastrnn core: known must be a C-contiguous bool array")
+            self._emb, self._known = emb, known
+            self._pemb = _ptr(emb, 'emb', self._tn, (V + 1) * I, False)
+            self._pknown = <const unsigned char*>cnp.PyArray_DATA(<cnp.ndarray>known)
+        elif known is not None:
+            raise ValueError("fastrnn core: known goes with emb")
+        self.d.cell = CELLS[cell]
+        self.d.layers = L
+        self.d.batch = batch
+        self.d.input = I
+        self.d.hidden = H
+        self.d.outputs = M
+        self.d.chunk = chunk if chunk > 0 else batch
+        self.d.scaled = 1 if mean is not None else 0
+        self.d.vocab = V
+        need = fr_stream_workspace(&self.d)
+        if need == 0:
+            raise ValueError("fastrnn core: stream sizes out of range")
+        self.dtype = dtype
+        self.cell, self.batch_size, self.n_inputs, self.hidden_size = cell, batch, I, H
+        self.num_layers, self.n_outputs, self.tokens = L, M, V > 0
+        self._width = M if M else H
+        self._ws = np.zeros(need, dtype=dtype)
+        self._pws = _ptr(self._ws, 'ws', self._tn, need, True)
+        self._out = np.zeros((batch, self._width), dtype=dtype)
+        self._pout = _ptr(self._out, 'out', self._tn, batch * self._width, True)
+        self._blas = 0 if (self._tn == cnp.NPY_FLOAT32 and fr_kernel_available()) else 1
+        ptrs = <const void**>malloc(sizeof(void*) * 4 * L)
+        if ptrs == NULL:
+            raise MemoryError()
+        try:
+            for k in range(L):
+                ptrs[k] = _ptr(w_ih[k], f'w_ih[{k}]', self._tn, GH * (I if k == 0 else H), False)
+                ptrs[L + k] = _ptr(w_hh[k], f'w_hh[{k}]', self._tn, GH * H, False)
+                ptrs[2 * L + k] = _ptr(b_ih[k], f'b_ih[{k}]', self._tn, GH, False)
+                ptrs[3 * L + k] = _ptr(b_hh[k], f'b_hh[{k}]', self._tn, GH, False)
+            phw = _ptr(head_w, 'head_w', self._tn, M * H, False, True)
+            phb = _ptr(head_b, 'head_b', self._tn, M, False, True)
+            pm = _ptr(mean, 'mean', self._tn, I, False, True)
+            ps = _ptr(scale, 'scale', self._tn, I, False, True)
+            if self._tn == cnp.NPY_FLOAT32:
+                rc = fr_stream_init_f32(&self.d, <float*>self._pws, <const float *const *>ptrs,
+                                        <const float *const *>(ptrs + L),
+                                        <const float *const *>(ptrs + 2 * L),
+                                        <const float *const *>(ptrs + 3 * L),
+                                        <const float*>phw, <const float*>phb,
+                                        <const float*>pm, <const float*>ps)
+            else:
+                rc = fr_stream_init_f64(&self.d, <double*>self._pws, <const double *const *>ptrs,
+                                        <const double *const *>(ptrs + L),
+                                        <const double *const *>(ptrs + 2 * L),
+                                        <const double *const *>(ptrs + 3 * L),
+                                        <const double*>phw, <const double*>phb,
+                                        <const double*>pm, <const double*>ps)
+        finally:
+            free(ptrs)
+        if rc != 0:
+            raise ValueError("fastrnn core: invalid stream sizes")
+        self._zeros = np.zeros((L, batch, H), dtype=dtype)
+
+    cdef object _input(self, object x, int K):
+        """x as a C-contiguous array the C step may read: (B, K, I) floats of the dtype
+        or (B, K) int64 ids (K == 0: one step, x is (B, I) / (B,))."""
+        cdef tuple want
+        cdef object B = self.batch_size, I = self.n_inputs
+        arr = np.asarray(x)
+        kind = arr.dtype.kind
+        one = K == 0
+        if self.tokens:
+            if kind not in "iu":
+                raise TypeError(f"token ids must be integers, got dtype {arr.dtype}")
+            want = (B,) if one else (B, K)
+            if arr.shape != want and not (one and arr.shape == (B, 1)):
+                raise ValueError(f"token ids must have shape {want} (batch_size"
+                                 f"{'' if one else ', steps'}), got {arr.shape}")
+            if kind == "u" and arr.size and arr.max() > 2 ** 63 - 1:
+                raise ValueError("token ids above 2**63 - 1")
+            return np.ascontiguousarray(arr, dtype=np.int64)
+        if kind not in "fiu":
+            raise TypeError(f"x must hold real numbers, got dtype {arr.dtype}")
+        want = (B, I) if one else (B, K, I)
+        if arr.shape != want:
+            if one and arr.ndim == 1 and ((B == 1 and arr.shape[0] == I)
+                                          or (I == 1 and arr.shape[0] == B)):
+                arr = arr.reshape(want)
+            elif not one and I == 1 and arr.shape == (B, K):
+                arr = arr.reshape(want)
+            else:
+                raise ValueError(f"x must have shape {want} (batch_size, "
+                                 f"{'' if one else 'steps, '}n_features), got {arr.shape}")
+        return np.ascontiguousarray(arr, dtype=self.dtype)
+
+    cdef int _run(self, object x, int K, int every, void *pout) except -1:
+        cdef const void *px = NULL
+        cdef const long long *pid = NULL
+        cdef int rc
+        cdef cnp.ndarray a = <cnp.ndarray>x
+        if self.tokens:
+            pid = <const long long*>cnp.PyArray_DATA(a)
+        else:
+            px = cnp.PyArray_DATA(a)
+        if self._busy:
+            raise RuntimeError("this stream is in use by another thread: make one stream "
+                               "per thread (streams over one model may run concurrently)")
+        self._busy = 1
+        if self._blas:
+            _blas_hold_one()
+        if self._tn == cnp.NPY_FLOAT32:
+            with nogil:
+                rc = fr_stream_step_f32(&self.d, <float*>self._pws, K, <const float*>px, pid,
+                                        <const float*>self._pemb, self._pknown, every,
+                                        <float*>pout, <fr_sgemm_t>sgemm)
+        else:
+            with nogil:
+                rc = fr_stream_step_f64(&self.d, <double*>self._pws, K, <const double*>px,
+                                        pid, <const double*>self._pemb, self._pknown, every,
+                                        <double*>pout, <fr_dgemm_t>dgemm)
+        if self._blas:
+            _blas_restore()
+        self._busy = 0
+        if rc == 2:
+            raise ValueError("token ids must be >= 0" if self.tokens else
+                             "x contains NaN or infinity")
+        if rc != 0:
+            raise ValueError("fastrnn core: invalid stream call")
+        return 0
+
+    def step(self, x, bint copy=False):
+        cdef cnp.ndarray a
+        cdef bint fast = False
+        if type(x) is np.ndarray:
+            a = <cnp.ndarray>x
+            if self.tokens:
+                fast = (cnp.PyArray_TYPE(a) == cnp.NPY_INT64 and cnp.PyArray_NDIM(a) == 1
+                        and cnp.PyArray_DIM(a, 0) == self.batch_size
+                        and cnp.PyArray_IS_C_CONTIGUOUS(a))
+            else:
+                fast = (cnp.PyArray_TYPE(a) == self._tn and cnp.PyArray_NDIM(a) == 2
+                        and cnp.PyArray_DIM(a, 0) == self.batch_size
+                        and cnp.PyArray_DIM(a, 1) == self.n_inputs
+                        and cnp.PyArray_IS_C_CONTIGUOUS(a))
+        if not fast:
+            x = self._input(x, 0)
+        self._run(x, 1, 0, self._pout)
+        return self._out.copy() if copy else self._out
+
+    def step_many(self, X, bint every=True):
+        cdef int K
+        arr = np.asarray(X)
+        if arr.ndim < 2:
+            raise ValueError(f"X must have shape (batch_size, steps"
+                             f"{'' if self.tokens else ', n_features'}), got {arr.shape}")
+        if arr.shape[1] < 1 or arr.shape[1] > _INT_MAX:
+            raise ValueError(f"X must hold at least one step, got shape {arr.shape}")
+        K = arr.shape[1]
+        x = self._input(arr, K)
+        if not every:
+            self._run(x, K, 0, self._pout)
+            return self._out
+        out = np.empty((self.batch_size, K, self._width), dtype=self.dtype)
+        self._run(x, K, 1, cnp.PyArray_DATA(<cnp.ndarray>out))
+        return out
+
+    def get_state(self):
+        """(h, c) for LSTM, else h: new (num_layers, batch_size, hidden_size) arrays."""
+        h = np.empty_like(self._zeros)
+        c = np.empty_like(self._zeros) if self.cell == 'lstm' else None
+        self._state(h, c, 0)
+        return (h, c) if c is not None else h
+
+    def set_state(self, h, c=None):
+        """Write the state: h (and c for LSTM) of shape (num_layers, batch_size,
+        hidden_size), finite; nothing is changed when either is refused."""
+        lstm = self.cell == 'lstm'
+        if lstm and c is None:
+            raise ValueError("an LSTM state needs both h and c")
+        if not lstm and c is not None:
+            raise ValueError(f"c is only for LSTM; a {self.cell} stream has no cell state")
+        shape = self._zeros.shape
+        arrs = []
+        for v, name in ((h, 'h'), (c, 'c')):
+            if v is None:
+                arrs.append(None)
+                continue
+            a = np.asarray(v)
+            if a.dtype.kind not in "fiu":
+                raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
+            if a.shape != shape:
+                raise ValueError(f"{name} must have shape {shape} (num_layers, batch_size, "
+                                 f"hidden_size), got {a.shape}")
+            a = np.ascontiguousarray(a, dtype=self.dtype)
+            if not np.isfinite(a).all():
+                raise ValueError(f"{name} contains NaN or infinity")
+            arrs.append(a)
+        self._state(arrs[0], arrs[1], 1)
+
+    def reset(self):
+        """Back to the zero state (the state predict starts every sequence from)."""
+        self._state(self._zeros, self._zeros if self.cell == 'lstm' else None, 1)
+
+    cdef int _state(self, h, c, int write) except -1:
+        cdef Py_ssize_t n = self._zeros.size
+        cdef void *ph = _ptr(h, 'h', self._tn, n, not write)
+        cdef void *pc = _ptr(c, 'c', self._tn, n, not write, True)
+        if self._busy:
+            raise RuntimeError("this stream is in use by another thread")
+        if self._tn == cnp.NPY_FLOAT32:
+            fr_stream_state_f32(&self.d, <float*>self._pws, <float*>ph, <float*>pc, write)
+        else:
+            fr_stream_state_f64(&self.d, <double*>self._pws, <double*>ph, <double*>pc, write)
+        return 0
+
+    def __reduce__(self):
+        raise TypeError("a Stream holds running state and is not picklable; make a new one "
+                        "from the model")

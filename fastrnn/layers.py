@@ -395,6 +395,42 @@ class _Recurrent:
             self._cache = None
         return inp, ((h_n, c_n) if lstm else h_n)
 
+    def stream(self, batch_size=1):
+        """A stream: step-by-step inference with the state kept inside it.
+
+        ``stream.step(x_t)``, x_t of shape (batch_size, input_size), runs one step of
+        every layer and returns the top layer's output for it, (batch_size,
+        hidden_size): the same bits as ``forward(X)[0][:, t]`` on the whole sequences
+        (float32 with the AVX-512 kernel; see fastrnn.streaming). The returned array is
+        the stream's own buffer, overwritten by the next step (``step(x_t, copy=True)``
+        for a new one). ``step_many(X_chunk)`` advances (batch_size, K, input_size)
+        steps at once and returns (batch_size, K, hidden_size); ``reset()`` returns to
+        the zero state; ``get_state()`` / ``set_state(h[, c])`` read and write it as
+        (num_layers, batch_size, hidden_size) arrays.
+
+        The weights are copied (packed) into the stream now: later changes of
+        ``params`` do not reach it. A stream is for one thread at a time; any number of
+        streams over one layer may run in as many threads. A bidirectional layer cannot
+        stream (its reverse direction starts from the end of the sequence)."""
+        if self.bidirectional:
+            raise ValueError(f"a bidirectional {type(self).__name__} cannot stream: its "
+                             f"reverse direction reads each sequence from its end")
+        batch_size = _check_positive_int(batch_size, "batch_size", 1 << 24)
+        p = self._checked_params()
+        names = [self._suffix(k, 0) for k in range(self.num_layers)]
+        return _core.Stream(self._core_cell, batch_size,
+                            [p["weight_ih" + s] for s in names],
+                            [p["weight_hh" + s] for s in names],
+                            [p["bias_ih" + s] for s in names],
+                            [p["bias_hh" + s] for s in names],
+                            chunk=self._stream_chunk(batch_size))
+
+    def _stream_chunk(self, batch_size):
+        """The chunk forward uses for batch_size sequences of one step: the grouping of
+        products a stream reproduces (forward keeps it for longer sequences as long as
+        the batch stays one work item; see fastrnn.streaming)."""
+        return _chunk_size(batch_size, self._work(batch_size, 1))
+
     def _layer_output(self, k, shape, training):
         """Output buffer of layer k: a new array for the last layer (it is returned);
         below it, scratch reused across calls (kept per layer while training, since

@@ -94,7 +94,7 @@ int FR(fr_dense_forward)(int n, int k, int m, int n_threads, real *y, const real
     const float *pk = NULL;
 #if FR_IS_FLOAT
     /* the kernel's panels are NR = 32 outputs wide: for a few outputs (a classifier's
-       head) most of each panel would be padding, and BLAS does better */
+       head) most of each panel would be padding; fr_gemm_rowdot serves those */
     if (fr_avx512 && m >= FR_NR / 2) {      /* w^T packed once per call */
         float *p = FR(dense_aligned)(ws);
         fr_pack_wt(p, w, m, k, k);
@@ -113,6 +113,10 @@ int FR(fr_dense_forward)(int n, int k, int m, int n_threads, real *y, const real
         for (int r = 0; r < nr; r++) memcpy(yb + (size_t)r * m, b, sizeof(real) * m);
 #if FR_IS_FLOAT
         if (pk) { fr_gemm_packed(nr, m, k, x + (size_t)r0 * k, k, pk, 1, yb, m); continue; }
+        /* few outputs: not BLAS, whose result for a row depends on how many rows come
+           with it (gemv for one): a sequence's prediction must not depend on its batch,
+           and a stream (stream.c) runs the head on one step's rows */
+        if (fr_avx512) { fr_gemm_rowdot(nr, m, k, x + (size_t)r0 * k, k, w, k, 1, yb, m); continue; }
 #endif
         FR(dense_gemm)(gemm, 0, 1, nr, m, k, x + (size_t)r0 * k, k, w, k, 1, yb, m);
     }

@@ -166,6 +166,64 @@ int fr_embedding_backward_f64(int B, int T, int E, int V, int skip_id, const int
                               const int *lengths, const double *d_out, int *map,
                               int capacity, int *rows_out, double *values_out, int *count);
 
+/* 1 when fr_forward_f32 computes each step of d as one product [x_t, h] [W_ih, W_hh]^T
+   (float32 with the packed kernel, LSTM/RNN, unless the call may take the unit-split
+   path); 0 when it computes x_t W_ih^T and h W_hh^T apart. */
+int fr_forward_fuses(const fr_dims *d);
+
+/* ---- Streaming inference (stream.c) ----
+   One step (or a few) at a time over a stack of L unidirectional layers of one cell and
+   an optional dense head, for B running sequences whose state stays in the stream's own
+   buffer (ws, made by fr_stream_init_*): the same float operations, in the same order,
+   as fr_forward on the whole sequences followed by fr_dense_forward on its outputs, so
+   the results are bitwise those of the full forward (float32 with the packed kernel;
+   with BLAS the row grouping of the products differs and only rounding agrees).
+   The weights are copied (packed) into ws once; a step only reads them.
+   Legend: L layers, B batch, I input features (embedding dim for tokens), H hidden,
+   M head outputs (0: no head, the stream returns the top layer's h), K steps, V vocab. */
+typedef struct {
+    int cell;     /* enum fr_cell */
+    int layers;   /* L */
+    int batch;    /* B */
+    int input;    /* I */
+    int hidden;   /* H */
+    int outputs;  /* M, 0 for none */
+    int chunk;    /* samples per work item of the fr_forward being reproduced (its d.chunk) */
+    int scaled;   /* float input standardised by (x - mean) / scale */
+    int vocab;    /* V: token input (ids -> rows of an (V+1, I) table); 0: float input */
+} fr_stream_dims;
+#define FR_EBADVALUE 2   /* a NaN/inf input or a negative token id: nothing was changed */
+
+/* elements of the call's real type that ws holds (0: bad sizes or overflow) */
+size_t fr_stream_workspace(const fr_stream_dims *d);
+/* Copies/packs the weights into ws and zeroes the state.
+   w_ih[k] (GH, I_k) with I_0 = I, I_k = H; w_hh[k] (GH, H); b_ih[k], b_hh[k] (GH);
+   head_w (M, H), head_b (M) (NULL when M == 0); mean, scale (I) when d->scaled.
+   emb (V+1, I) and known (V) bytes for tokens are NOT copied: fr_stream_step reads them. */
+int fr_stream_init_f32(const fr_stream_dims *d, float *ws, const float *const *w_ih,
+                       const float *const *w_hh, const float *const *b_ih,
+                       const float *const *b_hh, const float *head_w, const float *head_b,
+                       const float *mean, const float *scale);
+int fr_stream_init_f64(const fr_stream_dims *d, double *ws, const double *const *w_ih,
+                       const double *const *w_hh, const double *const *b_ih,
+                       const double *const *b_hh, const double *head_w, const double *head_b,
+                       const double *mean, const double *scale);
+/* The state: h, c (L, B, H) (c LSTM only, else NULL) read from ws (write == 0) or
+   written into it (write == 1). */
+int fr_stream_state_f32(const fr_stream_dims *d, float *ws, float *h, float *c, int write);
+int fr_stream_state_f64(const fr_stream_dims *d, double *ws, double *h, double *c, int write);
+/* Advances K steps. Input: x (B, K, I) batch-first floats, or ids (B, K) token ids with
+   emb (V+1, I) and known (V) (an id >= V or not known reads row V). Output (width
+   W = M, or H without a head): every == 1: out (B, K, W), the output of each step;
+   every == 0: out (B, W), the output after the last step. FR_EBADVALUE (state unchanged)
+   for a non-finite x or a negative id. */
+int fr_stream_step_f32(const fr_stream_dims *d, float *ws, int K, const float *x,
+                       const long long *ids, const float *emb, const unsigned char *known,
+                       int every, float *out, fr_sgemm_t gemm);
+int fr_stream_step_f64(const fr_stream_dims *d, double *ws, int K, const double *x,
+                       const long long *ids, const double *emb, const unsigned char *known,
+                       int every, double *out, fr_dgemm_t gemm);
+
 /* OpenMP facts for show_config / set_num_threads. */
 int fr_openmp_enabled(void);
 int fr_max_threads(void);

@@ -330,6 +330,54 @@ void fr_gemm_tn(int m, int n, int K, const float *a, int lda, const float *b, in
     fr_gemm_tn_avx512(m, n, K, a, lda, b, ldb, accumulate, c, ldc);
 }
 
+/* C (m x n) (+)= A (m x k) W^T with W (n x k) unpacked, one dot product per element:
+   16 lanes of FMAs over k (the tail masked), then a fixed reduction. Every element's
+   sum is the same whatever m is, so a row's result never depends on the rows beside it
+   (scipy's OpenBLAS picks other kernels, gemv at one row, by the row count). Four
+   outputs at a time keep four independent FMA chains in flight. For few outputs (a
+   classifier's head), where a packed 32-column panel would be mostly padding. */
+static FR_AVX512 void fr_gemm_rowdot_avx512(int m, int n, int k, const float *a, int lda,
+                                            const float *w, int ldw, int accumulate,
+                                            float *c, int ldc)
+{
+    const int kf = k & ~15;
+    const __mmask16 tail = (__mmask16)((1u << (k - kf)) - 1u);
+    for (int i = 0; i < m; i++) {
+        const float *ai = a + (size_t)i * lda;
+        float *ci = c + (size_t)i * ldc;
+        int j = 0;
+        for (; j < n; j += 4) {
+            const int nj = n - j < 4 ? n - j : 4;
+            __m512 acc[4];
+            const float *wj[4];
+            for (int q = 0; q < 4; q++) {
+                acc[q] = _mm512_setzero_ps();
+                wj[q] = w + (size_t)(j + (q < nj ? q : 0)) * ldw;
+            }
+            for (int kk = 0; kk < kf; kk += 16) {
+                const __m512 av = _mm512_loadu_ps(ai + kk);
+                for (int q = 0; q < 4; q++)
+                    acc[q] = _mm512_fmadd_ps(av, _mm512_loadu_ps(wj[q] + kk), acc[q]);
+            }
+            if (tail) {
+                const __m512 av = _mm512_maskz_loadu_ps(tail, ai + kf);
+                for (int q = 0; q < 4; q++)
+                    acc[q] = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(tail, wj[q] + kf), acc[q]);
+            }
+            for (int q = 0; q < nj; q++) {
+                const float sum = _mm512_reduce_add_ps(acc[q]);
+                ci[j + q] = accumulate ? ci[j + q] + sum : sum;
+            }
+        }
+    }
+}
+
+void fr_gemm_rowdot(int m, int n, int k, const float *a, int lda, const float *w, int ldw,
+                    int accumulate, float *c, int ldc)
+{
+    fr_gemm_rowdot_avx512(m, n, k, a, lda, w, ldw, accumulate, c, ldc);
+}
+
 #define fr_pack_panel_rows fr_pack_panel_rows_avx512   /* packing only runs with the kernel */
 #else
 int fr_kernel_available(void) { return 0; }
@@ -349,6 +397,12 @@ void fr_gemm_tn(int m, int n, int K, const float *a, int lda, const float *b, in
                 int accumulate, float *c, int ldc)
 {
     (void)m; (void)n; (void)K; (void)a; (void)lda; (void)b; (void)ldb; (void)accumulate;
+    (void)c; (void)ldc;
+}
+void fr_gemm_rowdot(int m, int n, int k, const float *a, int lda, const float *w, int ldw,
+                    int accumulate, float *c, int ldc)
+{
+    (void)m; (void)n; (void)k; (void)a; (void)lda; (void)w; (void)ldw; (void)accumulate;
     (void)c; (void)ldc;
 }
 void fr_gemm_packed(int m, int n, int k, const float *a, int lda, const float *bp,

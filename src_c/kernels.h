@@ -30,6 +30,10 @@ void fr_pack_w(float *bp, const float *w, int k, int n, int ldw);
 /* C (m x n, ld ldc) = A (m x k, ld lda) . packed  (+ C when accumulate). */
 void fr_gemm_packed(int m, int n, int k, const float *a, int lda, const float *bp,
                     int accumulate, float *c, int ldc);
+/* C (m x n, ld ldc) (+)= A (m x k, ld lda) W^T, W (n x k, ld ldw) unpacked: one fixed
+   dot product per element, so each row's result is independent of m (small heads). */
+void fr_gemm_rowdot(int m, int n, int k, const float *a, int lda, const float *w, int ldw,
+                    int accumulate, float *c, int ldc);
 /* C (m x n) (+)= A^T B, A (K x m, ld lda), B (K x n, ld ldb), row-major, unpacked. */
 void fr_gemm_tn(int m, int n, int K, const float *a, int lda, const float *b, int ldb,
                 int accumulate, float *c, int ldc);

@@ -247,6 +247,14 @@ size_t fr_backward_workspace(const fr_dims *d)
 }
 
 static int fr_time_index(const fr_dims *d, int t, int len) { return d->reverse ? len - 1 - t : t; }
+
+/* Whether fr_forward_f32 runs each step of d as ONE product [x_t, h] [W_ih, W_hh]^T
+   (else the input projection and h W_hh^T apart): the stream (stream.c) follows the
+   same choice to reproduce forward's bits. */
+int fr_forward_fuses(const fr_dims *d)
+{
+    return fr_dims_ok(d) && fr_use_kernel() && fr_fused(d);
+}
 #endif /* FR_IS_FLOAT */
 
 /* the first 64-byte boundary in a workspace (the sizes above leave room for it) */

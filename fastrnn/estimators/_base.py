@@ -430,6 +430,13 @@ class RecurrentEstimator:
                                             self._n_threads()))
         return np.concatenate(outs, axis=0)
 
+    def stream(self, batch_size=1):
+        """A stream over this fitted model: ``stream.step(x_t)`` feeds one step of
+        `batch_size` sequences and returns that step's outputs (see
+        fastrnn.streaming), the recurrent state kept in preallocated buffers."""
+        from ..streaming import make_stream
+        return make_stream(self, batch_size)
+
     def _reshape_rows(self, rows, seqs):
         """Rows back into the structure X came in: per sequence (n, ...) as is; per step
         a list of (T_i, ...) arrays for ragged X, else (n, T, ...)."""
