@@ -61,6 +61,9 @@ cdef extern from "fastrnn.h" nogil:
                         int accumulate_dx, double *ws, fr_dgemm_t gemm)
     int fr_openmp_enabled()
     int fr_max_threads()
+    int fr_last_threads()
+    int fr_threads_used_max()
+    void fr_threads_used_reset()
     ctypedef struct fr_stream_dims:
         int cell, layers, batch, input, hidden, outputs, chunk, scaled, vocab
     size_t fr_stream_workspace(const fr_stream_dims *d)
@@ -220,6 +223,17 @@ def openmp_enabled():
 def max_threads():
     """OpenMP's default thread count (OMP_NUM_THREADS or the number of cores)."""
     return fr_max_threads()
+
+
+def threads_used():
+    """(threads of this thread's last core call, the most of its calls since
+    reset_threads_used()): what the thread-count tests read to prove that several
+    threads really worked."""
+    return fr_last_threads(), fr_threads_used_max()
+
+
+def reset_threads_used():
+    fr_threads_used_reset()
 
 # ---------------------------------------------------------------- buffer checks
 

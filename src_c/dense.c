@@ -15,6 +15,7 @@
 #ifndef FR_TEMPLATE
 #include <stdint.h>
 #include "kernels.h"
+#include "threads.h"
 #define FR_TEMPLATE "dense.c"
 #include "instantiate.h"
 #else
@@ -110,6 +111,7 @@ int FR(fr_dense_forward)(int n, int k, int m, int n_threads, real *y, const real
     for (int j = 0; j < nb; j++) {
         const int r0 = j * FR_DENSE_BLOCK, nr = n - r0 < FR_DENSE_BLOCK ? n - r0 : FR_DENSE_BLOCK;
         real *yb = y + (size_t)r0 * m;
+        FR_NOTE_TEAM();
         for (int r = 0; r < nr; r++) memcpy(yb + (size_t)r * m, b, sizeof(real) * m);
 #if FR_IS_FLOAT
         if (pk) { fr_gemm_packed(nr, m, k, x + (size_t)r0 * k, k, pk, 1, yb, m); continue; }
@@ -148,6 +150,7 @@ int FR(fr_dense_backward)(int n, int k, int m, int n_threads, real *dx, real *dw
     (void)nt;
 #pragma omp parallel num_threads(nt)
     {
+        FR_NOTE_TEAM();
 #pragma omp for schedule(dynamic, 1)
         for (int q = 0; q < nseg + nrb; q++) {
             if (q < nseg) {                             /* partials of rows [r0, r0 + nr) */

@@ -227,6 +227,12 @@ int fr_stream_step_f64(const fr_stream_dims *d, double *ws, int K, const double 
 /* OpenMP facts for show_config / set_num_threads. */
 int fr_openmp_enabled(void);
 int fr_max_threads(void);
+/* Threads the calling thread's last call of the core used, the most any of its calls
+   used since the last reset (every parallel region counts: recurrences, dense, cross-
+   entropy), and the reset. Thread-local: each calling thread sees its own calls. */
+int fr_last_threads(void);
+int fr_threads_used_max(void);
+void fr_threads_used_reset(void);
 
 #ifdef __cplusplus
 }

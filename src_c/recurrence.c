@@ -20,16 +20,25 @@
    (B,T,.) (fr_row); only the recurrence's own buffers are in loop order.
    Not here: layers, directions stacking, dropout (fastrnn/layers.py). */
 #ifndef FR_TEMPLATE
+#include "threads.h"
 #ifdef _OPENMP
-#include <omp.h>
 int fr_openmp_enabled(void) { return 1; }
 int fr_max_threads(void) { return omp_get_max_threads(); }
-#define FR_THREAD_NUM() omp_get_thread_num()
 #else
 int fr_openmp_enabled(void) { return 0; }
 int fr_max_threads(void) { return 1; }
-#define FR_THREAD_NUM() 0
 #endif
+
+/* the calling thread's record of its calls' team sizes (threads.h) */
+static _Thread_local int fr_tls_last_threads = 0, fr_tls_max_threads = 0;
+void fr_note_threads(int n)
+{
+    fr_tls_last_threads = n;
+    if (n > fr_tls_max_threads) fr_tls_max_threads = n;
+}
+int fr_last_threads(void) { return fr_tls_last_threads; }
+int fr_threads_used_max(void) { return fr_tls_max_threads; }
+void fr_threads_used_reset(void) { fr_tls_last_threads = fr_tls_max_threads = 0; }
 
 /* Denormals: gradients that fade over hundreds of steps pass through the subnormal range,
    where each multiply costs ~100 cycles (a 10x slower training step was measured). Inside
@@ -501,6 +510,7 @@ static void FR(forward_split)(const fr_dims *d, int nt, real *out, real *h_n, re
 #pragma omp parallel num_threads(nt)
     {
         FR_FTZ_ON();
+        FR_NOTE_TEAM();
         const int tid = FR_THREAD_NUM(), u0 = tid * hs;
         real *pk_hh = packed + (size_t)tid * GS * (H + I);
         real *pk_ih = pk_hh + (size_t)GS * H;
@@ -586,6 +596,7 @@ int FR(fr_forward)(const fr_dims *d, real *out, real *h_n, real *c_n,
 #pragma omp parallel num_threads(nt)
     {
         FR_FTZ_ON();
+        FR_NOTE_TEAM();
         real *w = wthreads + per * (size_t)FR_THREAD_NUM();
 #pragma omp for schedule(dynamic, 1)
         for (int j = 0; j < nchunks; j++)
@@ -702,6 +713,7 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
 #pragma omp parallel num_threads(nt)
     {
         FR_FTZ_ON();
+        FR_NOTE_TEAM();
         real *w = wthreads + per * (size_t)FR_THREAD_NUM();
 #pragma omp for schedule(dynamic, 1)
         for (int j = 0; j < nchunks; j++)

@@ -10,6 +10,7 @@
    summed in order) and the partials are added in block order: the same bits for any
    thread count. NaN or inf logits give a NaN loss (a diverging fit must be seen). */
 #ifndef FR_TEMPLATE
+#include "threads.h"
 #define FR_TEMPLATE "xent.c"
 #include "instantiate.h"
 #else
@@ -78,6 +79,7 @@ int FR(fr_softmax_xent)(int n, int C, int n_threads, real *dz, double *loss, con
     for (int j = 0; j < nb; j++) {
         const int r0 = j * FR_XENT_BLOCK, r1 = n - r0 < FR_XENT_BLOCK ? n : r0 + FR_XENT_BLOCK;
         double acc = 0;
+        FR_NOTE_TEAM();
         for (int r = r0; r < r1; r++)
             acc += FR(xent_row)(C, z + (size_t)r * C, y[r], w ? w[r] : (real)1, s,
                                 dz ? dz + (size_t)r * C : NULL);

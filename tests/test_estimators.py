@@ -203,15 +203,22 @@ def test_verbose_output(capsys):
 
 @pytest.mark.parametrize("cls", [LSTMClassifier, GRURegressor], ids=lambda c: c.__name__)
 def test_same_random_state_same_model_any_n_jobs(cls):
-    X, y = small_seq_data(n=70, T=7)
+    """Bitwise the same model for 1, 2 and 3 threads, on batches where 2 and 3 threads
+    really work (128 x 40 steps x G x 64 units x (12 + 64) >= 2.5e7 multiply-adds per
+    call over 2 chunks at least; the core's record of its team sizes proves it)."""
+    from fastrnn import _core
+    X, y = small_seq_data(n=256, T=40, F=12)
     target = y if cls._is_classifier else X.sum(axis=(1, 2))
     preds = []
     for n_jobs in (1, 2, 3):
-        m = cls(hidden_size=8, max_epochs=4, random_state=42, n_jobs=n_jobs).fit(X, target)
+        _core.reset_threads_used()
+        m = cls(hidden_size=64, max_epochs=2, batch_size=128, random_state=42,
+                n_jobs=n_jobs).fit(X, target)
+        assert _core.threads_used()[1] >= min(n_jobs, 2), (n_jobs, _core.threads_used())
         preds.append(m.predict_proba(X) if cls._is_classifier else m.predict(X))
     np.testing.assert_array_equal(preds[0], preds[1])
     np.testing.assert_array_equal(preds[0], preds[2])
-    other = cls(hidden_size=8, max_epochs=4, random_state=7).fit(X, target)
+    other = cls(hidden_size=64, max_epochs=2, batch_size=128, random_state=7).fit(X, target)
     other_pred = other.predict_proba(X) if cls._is_classifier else other.predict(X)
     assert not np.array_equal(preds[0], other_pred)
 

@@ -121,7 +121,10 @@ def test_dense_bitwise_identical_for_any_thread_count():
     b = rng.normal(size=m).astype(np.float32)
     ref = dense_core(x, w, b, dy, n_threads=1)
     for nt in (2, 3):
-        for a, r in zip(dense_core(x, w, b, dy, n_threads=nt), ref):
+        _core.reset_threads_used()
+        got = dense_core(x, w, b, dy, n_threads=nt)
+        assert _core.threads_used()[1] == nt
+        for a, r in zip(got, ref):
             np.testing.assert_array_equal(a, r)
 
 
@@ -136,7 +139,9 @@ def test_softmax_xent_bitwise_identical_for_any_thread_count(dtype):
     out = []
     for nt in (1, 2, 3):
         dz = np.empty_like(z)
+        _core.reset_threads_used()
         out.append((_core.softmax_xent(z, y, w, 0.5, dz, nt), dz))
+        assert _core.threads_used() == (nt, nt)
     for loss, dz in out[1:]:
         assert loss == out[0][0]
         np.testing.assert_array_equal(dz, out[0][1])

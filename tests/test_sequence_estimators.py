@@ -269,8 +269,10 @@ def test_same_model_for_1_2_3_threads(cls):
         kw = dict(embedding_dim=24)
     outs = []
     for n_jobs in (1, 2, 3):
+        fastrnn._core.reset_threads_used()
         m = cls(hidden_size=64, max_epochs=2, batch_size=64, random_state=3,
                 n_jobs=n_jobs, **kw).fit(X, target)
+        assert fastrnn._core.threads_used()[1] == n_jobs
         outs.append(m.predict_proba(X) if cls._is_classifier else m.predict(X))
     np.testing.assert_array_equal(outs[0], outs[1])
     np.testing.assert_array_equal(outs[0], outs[2])
