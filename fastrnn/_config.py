@@ -59,6 +59,17 @@ def _loaded_openmp():
     return ", ".join(paths) if paths else None
 
 
+def _threadpoolctl_status():
+    """Whether threadpoolctl knows fastrnn's pool (see _threads.py), without importing it."""
+    tpc = sys.modules.get("threadpoolctl")
+    if tpc is None:
+        return "not imported"
+    ours = sys.modules.get(__package__ + "._threadpoolctl")
+    if ours is not None and ours._registered_with is tpc:
+        return "registered"
+    return "not registered"
+
+
 def get_config():
     """A dict of everything ``show_config`` prints."""
     import numpy
@@ -79,7 +90,8 @@ def get_config():
                  "threads_outside_calls": _core.blas_num_threads()},
         "openmp": {"enabled": _core.openmp_enabled(), "runtime": _loaded_openmp()},
         "threads": {"fastrnn": get_num_threads(), "openmp_default": _core.max_threads(),
-                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
+                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                    "threadpoolctl": _threadpoolctl_status()},
         "cpu": {"avx512f": avx512, "machine": platform.machine(),
                 "avx512_paths": _core.avx512_paths(),
                 "FASTRNN_PORTABLE": os.environ.get("FASTRNN_PORTABLE")},
@@ -118,8 +130,14 @@ def show_config(file=None):
         f"(held to 1 thread inside fastrnn calls)",
         f"OpenMP      {'on' if omp['enabled'] else 'off'}"
         + (f"  ({omp['runtime']})" if omp["runtime"] else ""),
-        f"threads     {thr['fastrnn']} (fastrnn.set_num_threads; OpenMP default "
-        f"{thr['openmp_default']}, OMP_NUM_THREADS={thr['OMP_NUM_THREADS'] or 'unset'})",
+        f"threads     {thr['fastrnn']} in force (set_num_threads or threadpool_limits; OpenMP "
+        f"default {thr['openmp_default']}, OMP_NUM_THREADS={thr['OMP_NUM_THREADS'] or 'unset'})",
+        "            threadpoolctl: " + {
+            "registered": "fastrnn registered (threadpool_info lists it, threadpool_limits "
+                          "sets it)",
+            "not imported": "not imported (fastrnn registers when it is)",
+            "not registered": "imported, fastrnn not registered (threadpoolctl < 3.2?)",
+        }[thr["threadpoolctl"]],
         f"CPU paths   {kernels}",
         f"compiler    {b.get('compiler') or 'unknown'}",
         f"cflags      {' '.join(b['cflags']) if b.get('cflags') else 'unknown'}"

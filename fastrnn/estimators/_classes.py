@@ -22,7 +22,7 @@ def _classifier_init(self, hidden_size=64, num_layers=1, bidirectional=False, dr
                      early_stopping=False, validation_fraction=0.1, n_iter_no_change=20,
                      tol=1e-4, clip_grad_norm=1.0, class_weight=None, shuffle=True,
                      random_state=None, n_jobs=None, dtype="float32", verbose=0,
-                     warm_start=False):
+                     warm_start=False, n_features=None):
     RecurrentEstimator.__init__(
         self, hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional,
         dropout=dropout, nonlinearity=nonlinearity, embedding_dim=embedding_dim,
@@ -31,7 +31,8 @@ def _classifier_init(self, hidden_size=64, num_layers=1, bidirectional=False, dr
         batch_size=batch_size, max_epochs=max_epochs, early_stopping=early_stopping,
         validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, tol=tol,
         clip_grad_norm=clip_grad_norm, shuffle=shuffle, random_state=random_state,
-        n_jobs=n_jobs, dtype=dtype, verbose=verbose, warm_start=warm_start)
+        n_jobs=n_jobs, dtype=dtype, verbose=verbose, warm_start=warm_start,
+        n_features=n_features)
     self.class_weight = class_weight
 
 
@@ -137,6 +138,11 @@ _PARAMS = """
     dtype : 'float32' (fast) or 'float64'.
     verbose : 0 silent, 1 a line per epoch, 2 also a progress bar.
     warm_start : continue from the fitted weights in fit.
+    n_features : None (default), or the features per step of flat 2-D float X: each row
+        holds n_timesteps * n_features values, step after step (X3d.reshape(n, -1)), and
+        is read as (n_samples, n_timesteps, n_features). For tools that pass 2-D data
+        only, such as dask_ml.wrappers.Incremental; n_features_in_ is then the column
+        count, and predict takes 2-D X of that many columns.
 """
 _CLASS_WEIGHT = """    class_weight : None, 'balanced' or {label: weight}.
 """

@@ -8,6 +8,10 @@ The forms of X:
     token-id sequences when the estimator has an embedding;
   * a list of arrays shaped (T_i, n_features) or (T_i,), lengths T_i free: a
     variable-length batch (the core's lengths; no padding leaks in).
+With the estimators' `n_features` set, a 2-D float array is flat multivariate data: each
+row holds n_timesteps * n_features values, step after step (the row of a C-ordered
+(n_samples, n_timesteps, n_features) array), as tabular tools such as Dask hand them
+over; a 1-D sequence in a list is read the same way.
 Internally X becomes `Sequences`: a padded array, the lengths and the form it came in.
 """
 import numbers
@@ -86,7 +90,23 @@ def _as_token_array(a, name):
     return a
 
 
-def _ragged(X, dtype, tokens):
+def _unflatten(a, n_features, name):
+    """(..., T * F) flat steps -> (..., T, F), checking that the row length divides."""
+    cols = a.shape[-1]
+    if cols % n_features:
+        raise ValueError(f"{name} has {cols} values per {'row' if a.ndim == 2 else 'sequence'}"
+                         f", not a multiple of n_features={n_features}: with n_features set, "
+                         f"each row holds n_timesteps * n_features values, step after step")
+    return a.reshape(a.shape[:-1] + (cols // n_features, n_features))
+
+
+def _check_step_features(a, n_features, name):
+    if n_features is not None and a.shape[-1] != n_features:
+        raise ValueError(f"{name} has {a.shape[-1]} features per step, but n_features="
+                         f"{n_features}")
+
+
+def _ragged(X, dtype, tokens, n_features=None):
     """A list of sequences -> Sequences, or None when X is a regular list of equal
     shapes (then read as an array)."""
     try:
@@ -104,10 +124,12 @@ def _ragged(X, dtype, tokens):
                 raise ValueError(f"X[{i}] must be a 1-D sequence of token ids, got shape "
                                  f"{a.shape}")
         elif a.ndim == 1:
-            a = a[:, None]
+            a = a[:, None] if n_features is None else _unflatten(a, n_features, f"X[{i}]")
         elif a.ndim != 2:
             raise ValueError(f"X[{i}] must be 2-D (steps, features) or 1-D, "
                              f"got shape {a.shape}")
+        else:
+            _check_step_features(a, n_features, f"X[{i}]")
         if a.shape[0] == 0:
             raise ValueError(f"X[{i}] is an empty sequence (0 steps)")
         seqs.append(_as_token_array(a, f"X[{i}]") if tokens
@@ -126,12 +148,14 @@ def _ragged(X, dtype, tokens):
     return Sequences(out, lengths, "ragged", tokens)
 
 
-def read_X(X, dtype, tokens=False):
-    """Sequences from any accepted form of X; `tokens`: X holds token ids."""
+def read_X(X, dtype, tokens=False, n_features=None):
+    """Sequences from any accepted form of X; `tokens`: X holds token ids; `n_features`:
+    a 2-D float X (and a 1-D sequence in a list) holds that many features per step,
+    flattened step after step."""
     if isinstance(X, (list, tuple)) and len(X) == 0:
         raise ValueError("X has 0 samples (an empty list); at least 1 is required")
     if isinstance(X, (list, tuple)) and all(hasattr(x, "__len__") for x in X):
-        seqs = _ragged(X, dtype, tokens)
+        seqs = _ragged(X, dtype, tokens, n_features)
         if seqs is not None:
             return seqs
     if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse") \
@@ -156,13 +180,18 @@ def read_X(X, dtype, tokens=False):
                          f"of 1 is required: X has 0 steps.")
     if arr.ndim == 3 and arr.shape[2] == 0:
         raise ValueError(f"X has 0 features per step (shape {arr.shape})")
-    lengths = np.full(arr.shape[0], arr.shape[1], np.int64)
     if tokens:
+        lengths = np.full(arr.shape[0], arr.shape[1], np.int64)
         return Sequences(np.ascontiguousarray(_as_token_array(arr, "X")), lengths, "2d", True)
     kind = "2d" if arr.ndim == 2 else "3d"
     arr = _as_float_array(arr, "X", dtype)
-    if kind == "2d":
+    if kind == "3d":
+        _check_step_features(arr, n_features, "X")
+    elif n_features is None:
         arr = arr[:, :, None]
+    else:
+        arr = _unflatten(arr, n_features, "X")
+    lengths = np.full(arr.shape[0], arr.shape[1], np.int64)
     return Sequences(np.ascontiguousarray(arr), lengths, kind, False)
 
 
