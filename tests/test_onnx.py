@@ -1,6 +1,7 @@
 """fastrnn.onnx: the exported graphs, run by onnxruntime, against fastrnn itself (float32,
 within 1e-5), for every cell, 1-3 layers, both directions, ragged batches, every
 estimator kind, token input, carried state and scikit-learn Pipelines."""
+import os
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ from fastrnn import (GRUClassifier, GRURegressor, GRUSequenceRegressor, GRUTagge
                      RNNClassifier, RNNRegressor, RNNSequenceRegressor, RNNTagger)
 from fastrnn.layers import GRU, LSTM, RNN  # noqa: E402
 from fastrnn.onnx import to_onnx  # noqa: E402
+import fastrnn  # noqa: E402
 
 TOL = 1e-5
 CELLS = [("lstm", {}), ("gru", {}), ("rnn", {"nonlinearity": "tanh"}),
@@ -307,7 +309,10 @@ def test_core_imports_neither_onnx_nor_onnxruntime():
     code = ("import sys, fastrnn, fastrnn.layers, fastrnn.estimators; "
             "bad = [m for m in ('onnx', 'onnxruntime', 'skl2onnx') if m in sys.modules]; "
             "assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # from the folder of the fastrnn under test (`python -c` puts the working directory
+    # first on sys.path, and a source checkout there has no compiled core)
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   cwd=os.path.dirname(os.path.dirname(fastrnn.__file__)))
 
 
 # ---------------------------------------------------------------------- Pipelines

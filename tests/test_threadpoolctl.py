@@ -20,8 +20,11 @@ CORE = os.path.realpath(fastrnn._core.__file__)
 def run_python(code):
     env = dict(os.environ)
     env.pop("OMP_NUM_THREADS", None)
+    # from the folder of the fastrnn under test (`python -c` puts the working directory
+    # first on sys.path, and a source checkout there has no compiled core)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, env=env)
+                         timeout=120, env=env,
+                         cwd=os.path.dirname(os.path.dirname(fastrnn.__file__)))
     assert out.returncode == 0, out.stderr
     return out.stdout
 
