@@ -36,20 +36,6 @@ static int fr_dense_nseg(int n)
     return s < 1 ? 1 : (s > FR_DENSE_SEG_MAX ? FR_DENSE_SEG_MAX : s);
 }
 
-/* at most one thread per FR_DENSE_MIN_WORK multiply-adds and per work item */
-static int fr_dense_threads(int n_threads, double work, int items)
-{
-#ifndef _OPENMP
-    (void)n_threads; (void)work; (void)items;
-    return 1;
-#else
-    int nt = n_threads < 1 ? 1 : n_threads;
-    double cap = work / FR_DENSE_MIN_WORK;
-    if (cap < nt) nt = cap < 1 ? 1 : (int)cap;
-    return nt < items ? nt : (items < 1 ? 1 : items);
-#endif
-}
-
 static int fr_dense_dims_ok(int n, int k, int m)
 {
     return n >= 0 && k >= 1 && m >= 1;
@@ -105,7 +91,7 @@ int FR(fr_dense_forward)(int n, int k, int m, int n_threads, real *y, const real
     (void)ws;
 #endif
     const int nb = (n + FR_DENSE_BLOCK - 1) / FR_DENSE_BLOCK;
-    const int nt = fr_dense_threads(n_threads, (double)n * k * m, nb);
+    const int nt = fr_team_for(n_threads, (double)n * k * m, FR_DENSE_MIN_WORK, nb);
     (void)nt;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int j = 0; j < nb; j++) {
@@ -146,7 +132,7 @@ int FR(fr_dense_backward)(int n, int k, int m, int n_threads, real *dx, real *dw
     }
 #endif
     const int nrb = dx ? (n + FR_DENSE_BLOCK - 1) / FR_DENSE_BLOCK : 0;
-    const int nt = fr_dense_threads(n_threads, (double)n * k * m * (dx ? 2 : 1), nseg + nrb);
+    const int nt = fr_team_for(n_threads, (double)n * k * m * (dx ? 2 : 1), FR_DENSE_MIN_WORK, nseg + nrb);
     (void)nt;
 #pragma omp parallel num_threads(nt)
     {

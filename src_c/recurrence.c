@@ -40,20 +40,6 @@ int fr_last_threads(void) { return fr_tls_last_threads; }
 int fr_threads_used_max(void) { return fr_tls_max_threads; }
 void fr_threads_used_reset(void) { fr_tls_last_threads = fr_tls_max_threads = 0; }
 
-/* Denormals: gradients that fade over hundreds of steps pass through the subnormal range,
-   where each multiply costs ~100 cycles (a 10x slower training step was measured). Inside
-   its own threads, for the duration of a call only, the core flushes them to zero (FTZ and
-   DAZ, as oneDNN and TensorFlow do); the caller's floating-point state is restored
-   before returning, unlike -ffast-math which would change it for the whole process. */
-#if defined(__SSE2__) || defined(__x86_64__)
-#include <xmmintrin.h>
-#define FR_FTZ_ON() unsigned int fr_saved_csr = _mm_getcsr(); _mm_setcsr(fr_saved_csr | 0x8040u)
-#define FR_FTZ_OFF() _mm_setcsr(fr_saved_csr)
-#else
-#define FR_FTZ_ON() do { } while (0)
-#define FR_FTZ_OFF() do { } while (0)
-#endif
-
 #include <stdint.h>
 #include "kernels.h"
 #define FR_TEMPLATE "recurrence.c"

@@ -36,15 +36,7 @@
 #include <math.h>
 #include "fastrnn.h"
 #include "kernels.h"
-
-#if defined(__SSE2__) || defined(__x86_64__)
-#include <xmmintrin.h>
-#define FR_FTZ_ON() unsigned int fr_saved_csr = _mm_getcsr(); _mm_setcsr(fr_saved_csr | 0x8040u)
-#define FR_FTZ_OFF() _mm_setcsr(fr_saved_csr)
-#else
-#define FR_FTZ_ON() do { } while (0)
-#define FR_FTZ_OFF() do { } while (0)
-#endif
+#include "threads.h"   /* FR_FTZ_ON / FR_FTZ_OFF */
 
 #define FR_SALIGN 16
 static size_t fr_sround(size_t n) { return (n + FR_SALIGN - 1) / FR_SALIGN * FR_SALIGN; }

@@ -24,18 +24,6 @@ size_t fr_softmax_xent_workspace(int n)
     return n < 0 ? 0 : (size_t)(n + FR_XENT_BLOCK - 1) / FR_XENT_BLOCK;
 }
 
-static int fr_xent_threads(int n_threads, double work, int items)
-{
-#ifndef _OPENMP
-    (void)n_threads; (void)work; (void)items;
-    return 1;
-#else
-    int nt = n_threads < 1 ? 1 : n_threads;
-    double cap = work / FR_XENT_MIN_WORK;
-    if (cap < nt) nt = cap < 1 ? 1 : (int)cap;
-    return nt < items ? nt : (items < 1 ? 1 : items);
-#endif
-}
 #define FR_XENT_EXP fr_expf
 #define FR_XENT_LOG logf
 #else
@@ -72,7 +60,7 @@ int FR(fr_softmax_xent)(int n, int C, int n_threads, real *dz, double *loss, con
     for (int r = 0; r < n; r++)
         if (y[r] < 0 || y[r] >= C) return FR_EBADDIMS;
     const int nb = (n + FR_XENT_BLOCK - 1) / FR_XENT_BLOCK;
-    const int nt = fr_xent_threads(n_threads, (double)n * C, nb);
+    const int nt = fr_team_for(n_threads, (double)n * C, FR_XENT_MIN_WORK, nb);
     const real s = (real)scale;
     (void)nt;
 #pragma omp parallel for num_threads(nt) schedule(static)
