@@ -79,9 +79,7 @@ class SequenceModel:
             rows = None
         else:
             out, _ = self.rnn.forward(inp, lengths, training=training, n_threads=n_threads)
-            rows = None if np.all(lengths == T) else flat_rows(lengths, T)
-            flat = out.reshape(B * T, -1)
-            feats = flat if rows is None else flat[rows]
+            feats, rows = _valid_steps(out, lengths)
         if training:
             self._cache = (B, T, rows)
         return self.head.forward(feats, training=training, n_threads=n_threads)
@@ -129,13 +127,21 @@ class SequenceModel:
         h0, c0 = (state if lstm else (state, None)) if state is not None else (None, None)
         out, new_state = self.rnn.forward(inp, lengths, h0=h0, c0=c0, training=False,
                                           n_threads=n_threads)
-        B, T = inp.shape[:2]
-        flat = out.reshape(B * T, -1)
-        if not np.all(lengths == T):
-            flat = flat[flat_rows(lengths, T)]
-        return self.head.forward(flat, n_threads=n_threads), new_state
+        return self.head.forward(_valid_steps(out, lengths)[0], n_threads=n_threads), new_state
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_cache"] = None
         return state
+
+
+def _valid_steps(out, lengths):
+    """The valid steps of padded (B, T, F) outputs as rows (sum(lengths), F), sample after
+    sample, and their indices into the (B * T) flattening (None when nothing is padding:
+    the rows are then a view)."""
+    B, T = out.shape[:2]
+    flat = out.reshape(B * T, -1)
+    if np.all(lengths == T):
+        return flat, None
+    rows = flat_rows(lengths, T)
+    return flat[rows], rows
