@@ -44,28 +44,12 @@ def ragged(n=40, F=2, seed=0, max_len=12):
 # ---------------------------------------------------------------- scikit-learn's checks
 
 def _check_config(cls):
-    """The instance scikit-learn's checks run on.
-
-    check_sample_weight_equivalence demands that sample_weight=k give the model that
-    repeating a sample k times gives, to rtol 1e-7. Under mini-batch training the
-    batches themselves differ, so no mini-batch trainer can pass it; with full-batch
-    float64 training the two runs differ only in float rounding, which plain gradient
-    descent near a minimum contracts but Adam's per-coordinate normalisation and
-    clipping can amplify. Hence full batches, float64, and for most estimators plain
-    SGD; the LSTM/GRU regressors need Adam to reach scikit-learn's R^2 > 0.5 on its
-    regression data and stay equivalent with it."""
-    kw = dict(hidden_size=8, batch_size=100000, dtype="float64", n_iter_no_change=100000,
-              random_state=0)
-    if cls in (LSTMRegressor, GRURegressor):
-        kw.update(optimizer="adam", learning_rate=0.01, max_epochs=300,
-                  clip_grad_norm=1.0 if cls is LSTMRegressor else None)
-    else:
-        kw.update(optimizer="sgd", learning_rate=0.1, max_epochs=400, clip_grad_norm=None)
-    if cls is RNNRegressor:
-        # 400 full-batch SGD epochs of this RNN amplify the last-bit differences of the
-        # learnt input scaling (repeated rows are summed in another order) past rtol 1e-7
-        kw.update(scale_inputs=False)
-    return cls(**kw)
+    """The one configuration scikit-learn's checks run on, for every estimator: the
+    defaults in float64 (the configuration README.md names). Integer sample weights act
+    as repetitions in any configuration (check_sample_weight_equivalence passes
+    bitwise); float64 is for the checks that compare predictions on subsets of a batch
+    with those on the whole batch (to rtol 1e-7)."""
+    return cls(random_state=0, dtype="float64")
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
@@ -238,13 +222,16 @@ def test_early_stopping_restored_weights_score():
     m = LSTMClassifier(hidden_size=8, max_epochs=30, early_stopping=True, n_iter_no_change=3,
                        validation_fraction=0.3, random_state=1, learning_rate=0.05)
     m.fit(X, y)
-    # recompute the validation split exactly as fit drew it and score the final model
+    # recompute the validation split exactly as fit drew it (over the training samples
+    # in their canonical order) and score the final model
     from fastrnn.estimators import _rng
+    from fastrnn.estimators._inputs import canonical_order, read_X
+    order = canonical_order(read_X(X, np.float32), y.reshape(-1), False)
     rng = _rng(1)
     rng.integers(2 ** 31 - 1)  # rnn init seed
     rng.integers(2 ** 31 - 1)  # head init seed
     perm = rng.permutation(len(X))
-    va = np.sort(perm[:int(np.ceil(0.3 * len(X)))])
+    va = order[np.sort(perm[:int(np.ceil(0.3 * len(X)))])]
     assert m.score(X[va], y[va]) == pytest.approx(m.best_validation_score_)
 
 
@@ -278,6 +265,170 @@ def test_class_and_sample_weights_change_the_model():
     assert cw.predict_proba(X)[:, 0].mean() > base.predict_proba(X)[:, 0].mean()
     with pytest.raises(ValueError, match="class_weight"):
         LSTMClassifier(class_weight={7: 2.0}, max_epochs=1).fit(X, y)
+
+
+# ---------------------------------------------------------------- sample_weight
+
+def _outputs(m, X):
+    return m.predict_proba(X) if m._is_classifier else m.predict(X)
+
+
+def _repeat(X, y, w):
+    return X.repeat(w, axis=0), y.repeat(w, axis=0)
+
+
+def _assert_same_model(a, b, X):
+    for k, v in a.model_.params().items():
+        np.testing.assert_array_equal(v, b.model_.params()[k], err_msg=k)
+    np.testing.assert_array_equal(_outputs(a, X), _outputs(b, X))
+    for name in ("x_mean_", "x_scale_", "y_mean_", "y_scale_", "classes_", "_class_weights_"):
+        if getattr(a, name, None) is not None:
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.loss_curve_ == b.loss_curve_ and a.n_iter_ == b.n_iter_ and a.t_ == b.t_
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_integer_weights_are_repetitions_bitwise_in_minibatch_training(cls, dtype):
+    """Integer sample_weight = the samples repeated, bitwise, in mini-batch Adam
+    training, with the weighted samples in another order than the repeated ones (as
+    scikit-learn's check shuffles them), zeros among the weights, and early stopping
+    drawing its validation split."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(23, 5, 3)) * 3 + 1
+    y = rng.integers(0, 3, size=23) if cls._is_classifier else \
+        np.stack([X[:, :, 0].sum(1), 100 + X[:, :, 1].max(1)], axis=1)
+    w = rng.integers(0, 4, size=23)
+    w[0] = 0
+    perm = rng.permutation(23)
+    kw = dict(hidden_size=6, batch_size=7, max_epochs=6, dtype=dtype, random_state=3,
+              optimizer="adam", learning_rate=0.02)
+    for extra in ({}, dict(early_stopping=True, validation_fraction=0.2)):
+        rep = cls(**kw, **extra).fit(*_repeat(X, y, w))
+        wtd = cls(**kw, **extra).fit(X[perm], y[perm], sample_weight=w[perm])
+        _assert_same_model(rep, wtd, X)
+        if extra:
+            assert rep.validation_scores_ == wtd.validation_scores_
+    # and the weights are used: the model differs from the unweighted one
+    assert not np.array_equal(_outputs(cls(**kw).fit(X, y), X), _outputs(wtd, X))
+
+
+@pytest.mark.parametrize("cls", [LSTMClassifier, GRURegressor], ids=lambda c: c.__name__)
+def test_all_ones_weights_and_any_order_give_the_model_of_no_weights(cls):
+    X, y = small_seq_data(n=30, seed=6)
+    target = y if cls._is_classifier else X.sum(axis=(1, 2))
+    kw = dict(hidden_size=5, batch_size=8, max_epochs=3, random_state=0)
+    base = cls(**kw).fit(X, target)
+    _assert_same_model(base, cls(**kw).fit(X, target, sample_weight=np.ones(30)), X)
+    _assert_same_model(base, cls(**kw).fit(X, target, sample_weight=[1] * 30), X)
+    perm = np.random.default_rng(0).permutation(30)
+    _assert_same_model(base, cls(**kw).fit(X[perm], target[perm]), X)
+
+
+def test_shuffle_false_weights_repeat_in_place():
+    """Without shuffling fit trains in the order of X: weight k is the sample repeated k
+    times where it stands (X.repeat(w)), not elsewhere."""
+    X, y = small_seq_data(n=20, seed=7)
+    w = np.arange(20) % 3
+    kw = dict(hidden_size=5, batch_size=6, max_epochs=3, random_state=0, shuffle=False)
+    _assert_same_model(LSTMClassifier(**kw).fit(*_repeat(X, y, w)),
+                       LSTMClassifier(**kw).fit(X, y, sample_weight=w), X)
+    rev = LSTMClassifier(**kw).fit(*_repeat(X[::-1], y[::-1], w[::-1]))
+    assert not np.array_equal(rev.predict_proba(X),
+                              LSTMClassifier(**kw).fit(X, y, sample_weight=w).predict_proba(X))
+
+
+def test_zero_weight_is_removal_even_of_a_class_and_of_the_longest_sequence():
+    seqs, y = ragged(n=25, seed=3)
+    y = y.copy()
+    longest = int(np.argmax([len(s) for s in seqs]))
+    y[longest] = 7                                     # a class only a zero-weighted has
+    w = np.ones(25, dtype=int)
+    w[longest] = 0
+    kw = dict(hidden_size=5, batch_size=4, max_epochs=2, random_state=0,
+              class_weight="balanced")
+    keep = [i for i in range(25) if i != longest]
+    a = GRUClassifier(**kw).fit([seqs[i] for i in keep], y[keep])
+    b = GRUClassifier(**kw).fit(seqs, y, sample_weight=w)
+    assert list(b.classes_) == [0, 1]
+    _assert_same_model(a, b, seqs)
+
+
+def test_integer_weights_survive_hash_collisions(monkeypatch):
+    """The canonical order must not depend on the hash: with every hash equal it falls
+    back to ordering by bytes, and weights still equal repetitions."""
+    from fastrnn.estimators import _inputs
+    monkeypatch.setattr(_inputs, "_row_hash", lambda a: np.zeros(len(a), dtype=np.uint64))
+    X, y = small_seq_data(n=12, seed=8)
+    w = np.arange(12) % 3
+    perm = np.random.default_rng(1).permutation(12)
+    kw = dict(hidden_size=4, batch_size=5, max_epochs=2, random_state=0)
+    _assert_same_model(LSTMRegressor(**kw).fit(*_repeat(X, X.sum(axis=(1, 2)), w)),
+                       LSTMRegressor(**kw).fit(X[perm], X.sum(axis=(1, 2))[perm],
+                                               sample_weight=w[perm]), X)
+
+
+def test_too_many_virtual_samples_is_a_clear_error():
+    X, y = small_seq_data(n=10)
+    w = np.ones(10)
+    w[0] = 2.0 ** 29
+    with pytest.raises(ValueError, match="integer sample_weight acts as repetitions"):
+        LSTMClassifier(max_epochs=1).fit(X, y, sample_weight=w)
+
+
+def _initial_params(monkeypatch):
+    """Records the weights fit starts from (the first snapshot of the training loop)."""
+    from fastrnn.estimators import _training
+    seen = []
+    orig = _training.snapshot
+
+    def recording(est, training_state=False):
+        snap = orig(est, training_state)
+        seen.append(snap)
+        return snap
+    monkeypatch.setattr(_training, "snapshot", recording)
+    return seen
+
+
+@pytest.mark.parametrize("cls", [LSTMClassifier, GRURegressor], ids=lambda c: c.__name__)
+def test_non_integer_weights_weight_the_loss_gradient(cls, monkeypatch):
+    """One full-batch SGD step with non-integer weights moves the weights by -lr times
+    sum_i w_i g_i / sum_i w_i, g_i the gradient of sample i alone (numpy combines
+    them), and the target scaling is the weighted one."""
+    X, y = small_seq_data(n=9, seed=9)
+    X = X.astype(np.float64)
+    target = y if cls._is_classifier else 3 + 2 * X.sum(axis=(1, 2))
+    w = np.array([0.5, 1.7, 0.25, 3.0, 1.0, 0.1, 2.2, 0.9, 1.3])
+    seen = _initial_params(monkeypatch)
+    lr = 0.05
+    m = cls(hidden_size=5, optimizer="sgd", learning_rate=lr, batch_size=9, max_epochs=1,
+            clip_grad_norm=None, shuffle=False, dtype="float64", random_state=0)
+    m.fit(X, target, sample_weight=w)
+    start = {k: v for k, v in seen[0].items() if not k.startswith("__")}
+    if not cls._is_classifier:
+        assert m.y_mean_[0] == pytest.approx(np.average(target, weights=w), rel=1e-13)
+        Y = ((target - m.y_mean_[0]) / m.y_scale_[0])[:, None]
+    else:
+        Y = np.searchsorted(m.classes_, y).astype(np.int32)
+    np.testing.assert_allclose(m.x_mean_, np.average(X.reshape(-1, 3), axis=0,
+                                                     weights=np.repeat(w, 6)), rtol=1e-13)
+    after = {k: v.copy() for k, v in m.model_.params().items()}
+    params = m.model_.params()
+    Xs = (X - m.x_mean_) / m.x_scale_
+    ref = {k: np.zeros_like(v) for k, v in start.items()}
+    for i in range(9):
+        for k, v in params.items():
+            v[...] = start[k]
+        out = m.model_.forward(Xs[i:i + 1], np.array([6]), True, 1)
+        _, d = m._loss(out, Y[i:i + 1], np.ones(1), 1)
+        for k, g in m.model_.backward(d, 1).items():
+            ref[k] += w[i] / w.sum() * g
+    for k in start:
+        np.testing.assert_allclose(after[k], start[k] - lr * ref[k], rtol=1e-10, atol=1e-13,
+                                   err_msg=k)
+    # and not the unweighted mean gradient
+    unweighted = cls(**m.get_params()).fit(X, target).model_.params()
+    assert not all(np.allclose(unweighted[k], after[k], rtol=1e-6) for k in after)
 
 
 def test_classifier_outputs_consistent():

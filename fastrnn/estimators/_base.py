@@ -29,7 +29,9 @@ from .._memory import BLAS_INT_MAX, check_memory
 from ..layers import _GATES, call_bytes, param_count
 from ..optim import make_optimizer, make_scheduler
 from .._threads import get_num_threads
-from ._inputs import make_rng, read_sample_weight, read_X, rows_of, split_rows
+from ._inputs import (Sequences, canonical_order, integer_weights, make_rng,
+                      read_sample_weight, read_X, row_moments, rows_of, split_rows,
+                      virtual_index)
 from ._network import SequenceModel
 from ._training import TrainingData, train_epochs
 
@@ -339,9 +341,10 @@ class RecurrentEstimator:
                              f"{self.n_step_features_} features per step.")
         return seqs
 
-    def _learn_inputs(self, seqs, sw):
+    def _learn_inputs(self, seqs, index, weights):
         """The vocabulary (token input) or the feature scaling (float input), from the
-        valid steps of the training data, weighted like the samples."""
+        valid steps of the training sequences `index` (virtual repetitions for integer
+        weights), weighted by `weights` (non-integer weights) when given."""
         valid = np.arange(seqs.steps) < seqs.lengths[:, None]
         if seqs.tokens:
             ids = seqs.values[valid]
@@ -359,10 +362,13 @@ class RecurrentEstimator:
         if not self.scale_inputs:
             self.x_mean_ = self.x_scale_ = None
             return
-        vals = seqs.values[valid].astype(np.float64)
-        w = np.repeat(sw.astype(np.float64), seqs.lengths)
-        self.x_mean_ = np.average(vals, axis=0, weights=w)
-        std = np.sqrt(np.average((vals - self.x_mean_) ** 2, axis=0, weights=w))
+
+        def steps_of(idx):
+            lb = seqs.lengths[idx]
+            v = seqs.values[idx]
+            return v[np.arange(seqs.steps) < lb[:, None]].astype(np.float64), lb
+
+        self.x_mean_, std = row_moments(steps_of, index, weights)
         self.x_scale_ = np.where(std > 1e-12 * np.maximum(1.0, np.abs(self.x_mean_)), std, 1.0)
 
     def _transform_inputs(self, seqs):
@@ -448,8 +454,11 @@ class RecurrentEstimator:
 
     def _validation_score(self, data, va):
         seqs = data.seqs.subset(va)
-        Y = data.Y[rows_of(data.offsets[va], seqs.lengths)] if self._per_step else data.Y[va]
-        return self._score_rows(self._raw_rows(seqs), Y)
+        if self._per_step:
+            rows = rows_of(data.offsets[va], seqs.lengths)
+            return self._score_rows(self._raw_rows(seqs), data.Y[rows],
+                                    np.repeat(data.sw[va], seqs.lengths))
+        return self._score_rows(self._raw_rows(seqs), data.Y[va], data.sw[va])
 
     # ------------------------------------------------------------ fit
     def fit(self, X, y, sample_weight=None):
@@ -467,13 +476,27 @@ class RecurrentEstimator:
                              f"y is None")
         continuing = hasattr(self, "model_") and (self.warm_start or incremental)
         seqs = self._read_X_predict(X) if continuing else self._read_X_fit(X)
-        sw = read_sample_weight(sample_weight, len(seqs), np.dtype(self.dtype))
-        Y = self._prepare_targets(y, seqs, self._row_weights(sw, seqs), incremental, classes)
+        sw = read_sample_weight(sample_weight, len(seqs), np.float64)
+        rows = self._target_rows(y, seqs)
+        seqs, rows, sw = self._training_set(seqs, rows, sw)
+        dtype = np.dtype(self.dtype)
+        if integer_weights(sw):
+            # weights as repetitions: sequence i is trained on as sw[i] virtual copies
+            index, weights = virtual_index(sw), None
+            counts = np.bincount(index, minlength=len(seqs)).astype(np.float64)
+            row_sw = np.ones(len(seqs), dtype=dtype)
+        else:
+            # non-integer weights weight the loss (and the statistics learnt from X, y)
+            index, weights = np.arange(len(seqs), dtype=np.int64), sw
+            counts, row_sw = sw, sw.astype(dtype)
+        Y = self._fit_targets(rows, self._row_weights(counts, seqs),
+                              self._target_moments(seqs, index, weights), incremental, classes)
         if not continuing:
-            self._learn_inputs(seqs, sw)
+            self._learn_inputs(seqs, index, weights)
         seqs = self._transform_inputs(seqs)
         if not continuing:
-            self._check_sizes(self.n_step_features_, self._n_outputs(), seqs.steps, len(seqs))
+            self._check_sizes(self.n_step_features_, self._n_outputs(), seqs.steps,
+                              len(index))
             self._rng_ = make_rng(self.random_state)
             self._build(self._n_outputs(), self._rng_)
             self.n_iter_ = 0
@@ -489,23 +512,72 @@ class RecurrentEstimator:
             self._new_optimizer()
         if not incremental:
             self._no_improve = 0
-        tr, va = self._split(len(seqs), incremental)
+        tr, va = self._split(index, incremental)
         epochs = 1 if incremental else int(self.max_epochs)
-        data = TrainingData(seqs, Y, sw, self._per_step)
+        data = TrainingData(seqs, Y, row_sw, self._per_step)
         train_epochs(self, data, tr, va, epochs, incremental)
         return self
 
-    def _split(self, n, incremental):
-        idx = np.arange(n)
+    def _training_set(self, seqs, rows, sw):
+        """The sequences fit trains on: those of non-zero weight (a weight of 0 is the
+        sample left out: it adds no class, no vocabulary, no padding), and with
+        shuffle=True in the canonical order of their contents (fit does not depend on
+        the order of the samples in X)."""
+        Yrows = rows[0] if isinstance(rows, tuple) else rows
+        keep = None if (sw > 0).all() else np.flatnonzero(sw > 0)
+        order = None
+        if keep is not None:
+            seqs, Yrows, sw = self._subset(seqs, Yrows, sw, keep)
+        if self.shuffle:
+            key = (np.unique(Yrows, return_inverse=True)[1].reshape(len(Yrows))
+                   if self._is_classifier else Yrows)
+            order = canonical_order(seqs, key, self._per_step)
+            if np.array_equal(order, np.arange(len(seqs))):
+                order = None
+        if order is not None:
+            seqs, Yrows, sw = self._subset(seqs, Yrows, sw, order)
+        rows = (Yrows,) + rows[1:] if isinstance(rows, tuple) else Yrows
+        return seqs, rows, sw
+
+    def _subset(self, seqs, Yrows, sw, idx):
+        lengths = seqs.lengths[idx]
+        values = seqs.values[idx, :int(lengths.max())]
+        if self._per_step:
+            Yrows = Yrows[rows_of((np.cumsum(seqs.lengths) - seqs.lengths)[idx], lengths)]
+        else:
+            Yrows = Yrows[idx]
+        return (Sequences(np.ascontiguousarray(values), lengths, seqs.kind, seqs.tokens),
+                Yrows, sw[idx])
+
+    def _target_moments(self, seqs, index, weights):
+        """moments(Y) -> (mean, std) of target rows Y over the training sequences
+        `index`, as row_moments computes them (see _learn_inputs)."""
+        offsets = np.cumsum(seqs.lengths) - seqs.lengths
+
+        def moments(Y):
+            if self._per_step:
+                def get(idx):
+                    lb = seqs.lengths[idx]
+                    return Y[rows_of(offsets[idx], lb)], lb
+            else:
+                def get(idx):
+                    return Y[idx], np.ones(len(idx), dtype=np.int64)
+            return row_moments(get, index, weights)
+        return moments
+
+    def _split(self, index, incremental):
+        """The training and validation sequences (entries of `index`, drawn over its
+        entries: over the virtual repetitions for integer weights)."""
         if not self.early_stopping or incremental:
-            return idx, None
+            return index, None
+        n = len(index)
         n_val = int(np.ceil(self.validation_fraction * n))
         if n_val < 1 or n - n_val < 1:
             raise ValueError(f"early_stopping needs at least 2 samples to set "
                              f"validation_fraction={self.validation_fraction} of them apart, "
                              f"got {n}")
         perm = self._rng_.permutation(n)
-        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+        return index[np.sort(perm[n_val:])], index[np.sort(perm[:n_val])]
 
     # ------------------------------------------------------------ persistence, pickling
     def save(self, path):

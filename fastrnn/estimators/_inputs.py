@@ -19,6 +19,7 @@ import numbers
 import numpy as np
 
 __all__ = ["Sequences", "read_X", "read_sample_weight", "make_rng", "rows_of", "flat_rows",
+           "integer_weights", "virtual_index", "canonical_order", "row_moments",
            "read_step_targets", "split_rows"]
 
 
@@ -283,3 +284,144 @@ def read_step_targets(y, X, name="y"):
         raise ValueError(f"{name} must hold a target for every step: shape ({n}, {T}) or "
                          f"({n}, {T}, k) to match X, got shape {a.shape}")
     return a.reshape((n * T,) + a.shape[2:]), a.ndim - 1
+
+
+# ---------------------------------------------------------------- weights as repetitions
+# Integer sample weights act as repetitions: a sequence of weight k is trained on as k
+# virtual copies of itself (an index array, never a copy of X), so every batch, every
+# statistic learnt from the data and every random draw of fit is bitwise those of
+# fitting X with the sequence repeated k times. With shuffle=True the training sequences
+# are first put in a canonical order (by content), which makes fit independent of the
+# order of the samples in X, and so of where the repeated copies stand.
+
+MAX_VIRTUAL = 1 << 28     # virtual sequences (sum of integer weights) fit may train on
+
+
+def integer_weights(sw):
+    """True when every weight is a whole number (then they act as repetitions)."""
+    return bool(np.all(sw == np.floor(sw)))
+
+
+def virtual_index(sw):
+    """The virtual sequences of integer weights: sequence i repeated sw[i] times, in
+    order (np.repeat(arange(n), sw))."""
+    total = float(np.sum(sw))
+    if total > MAX_VIRTUAL:
+        raise ValueError(f"integer sample_weight acts as repetitions, and these weights "
+                         f"sum to {total:.0f} virtual samples per epoch (at most "
+                         f"{MAX_VIRTUAL}); divide them by a common factor, or pass "
+                         f"non-integer weights, which weight the loss instead")
+    return np.repeat(np.arange(len(sw), dtype=np.int64), sw.astype(np.int64))
+
+
+_MIX = np.random.default_rng(0x5EED).integers(1, 2 ** 63, size=4096, dtype=np.uint64) | 1
+
+
+def _mix(h):
+    """splitmix64's finaliser on an uint64 array (wrapping arithmetic)."""
+    h = h ^ (h >> np.uint64(30))
+    h = h * np.uint64(0xBF58476D1CE4E5B9)
+    h = h ^ (h >> np.uint64(27))
+    h = h * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+def _as_words(a):
+    """Rows of a 2-D array as uint64 words of their bits."""
+    a = np.ascontiguousarray(a)
+    if a.dtype.itemsize == 8:
+        return a.view(np.uint64)
+    return a.view(np.dtype(f"u{a.dtype.itemsize}")).astype(np.uint64)
+
+
+def _row_hash(a):
+    """One uint64 per row of a 2-D array, from the bits of all its values."""
+    n = a.shape[0]
+    out = np.empty(n, dtype=np.uint64)
+    cols = a.shape[1]
+    step = max(1, (1 << 20) // max(cols, 1))
+    with np.errstate(over="ignore"):
+        for s in range(0, n, step):
+            w = _as_words(a[s:s + step])
+            h = np.zeros(w.shape[0], dtype=np.uint64)
+            for c0 in range(0, cols, len(_MIX)):
+                block = w[:, c0:c0 + len(_MIX)]
+                h = _mix(h + (block * _MIX[:block.shape[1]]).sum(axis=1, dtype=np.uint64)
+                         + np.uint64(c0))
+            out[s:s + step] = h
+    return out
+
+
+def canonical_order(seqs, Y, per_step):
+    """An order of the sequences that depends only on their contents (inputs, length and
+    targets): identical sequences end up next to each other, and the same multiset of
+    sequences gives the same ordered list whatever order it came in. Sorted by a 64-bit
+    hash of the contents; sequences whose hashes collide are ordered by their bytes."""
+    n = len(seqs)
+    if n <= 1:
+        return np.arange(n, dtype=np.int64)
+    X2 = seqs.values.reshape(n, -1)
+    with np.errstate(over="ignore"):
+        hx = _mix(_row_hash(X2) ^ _mix(seqs.lengths.astype(np.uint64)))
+        Y2 = Y.reshape(len(Y), -1)
+        if per_step:
+            starts = np.cumsum(seqs.lengths) - seqs.lengths
+            pos = np.arange(len(Y2), dtype=np.int64) - np.repeat(starts, seqs.lengths)
+            r = _mix(_row_hash(Y2) + pos.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+            hy = np.add.reduceat(r, starts).astype(np.uint64)
+        else:
+            hy = _row_hash(Y2)
+    order = np.lexsort((hy, hx))
+    same = (hx[order][1:] == hx[order][:-1]) & (hy[order][1:] == hy[order][:-1])
+    if same.any() and not all(_same_sequence(seqs, Y, per_step, order[i], order[i + 1])
+                              for i in np.flatnonzero(same)):
+        # a true collision (about 2**-64 per pair): order those by their bytes
+        order = np.array(sorted(range(n), key=lambda i: (
+            int(hx[i]), int(hy[i]), _sequence_bytes(seqs, Y, per_step, i))), dtype=np.int64)
+    return order
+
+
+def _target_slice(seqs, per_step, i):
+    if not per_step:
+        return slice(i, i + 1)
+    start = int(np.sum(seqs.lengths[:i]))
+    return slice(start, start + int(seqs.lengths[i]))
+
+
+def _sequence_bytes(seqs, Y, per_step, i):
+    return (int(seqs.lengths[i]), seqs.values[i].tobytes(),
+            np.ascontiguousarray(Y[_target_slice(seqs, per_step, i)]).tobytes())
+
+
+def _same_sequence(seqs, Y, per_step, i, j):
+    return _sequence_bytes(seqs, Y, per_step, i) == _sequence_bytes(seqs, Y, per_step, j)
+
+
+def row_moments(get_rows, index, weights=None):
+    """Mean and standard deviation (float64, per column) of the rows of the sequences
+    `index`, each sequence counted once per entry of `index`, or weighted by `weights`
+    (one per entry). get_rows(idx) -> ((m, k) float64 rows of the sequences idx in
+    order, rows per sequence (len(idx),)).
+
+    The sums run over fixed chunks of `index` in its order, so the result is a
+    deterministic function of the list of rows: virtual repetitions (repeated entries of
+    `index`) give bitwise what the rows materialised and repeated give."""
+    index = np.asarray(index, dtype=np.int64)
+    chunk = 1024
+    mean = None
+    for second in (False, True):
+        acc, cnt = 0.0, 0.0
+        for s in range(0, len(index), chunk):
+            R, per_seq = get_rows(index[s:s + chunk])
+            if second:
+                R = (R - mean) ** 2
+            if weights is None:
+                acc = acc + R.sum(axis=0)
+                cnt += float(R.shape[0])
+            else:
+                wr = np.repeat(np.asarray(weights[s:s + chunk], dtype=np.float64), per_seq)
+                acc = acc + (R * wr[:, None]).sum(axis=0)
+                cnt += float(wr.sum())
+        if second:
+            return mean, np.sqrt(acc / cnt)
+        mean = acc / cnt

@@ -78,7 +78,14 @@ class ClassificationTask:
         return _check_labels(y)
 
     def _prepare_targets(self, y, X, sw_rows, incremental, classes):
-        y = self._target_rows(y, X)
+        """Target rows of y (class indices), learning the classes unless fitted."""
+        return self._fit_targets(self._target_rows(y, X), np.asarray(sw_rows, np.float64),
+                                 None, incremental, classes)
+
+    def _fit_targets(self, y, row_counts, moments, incremental, classes):
+        """Class indices of the label rows y; learns classes_ and the class weights
+        unless continuing. row_counts: how often each row counts (its sequence's
+        multiplicity among the virtual samples, or its weight), for 'balanced'."""
         if incremental and hasattr(self, "classes_"):
             if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
                 raise ValueError("classes must equal the classes of the first partial_fit "
@@ -99,18 +106,21 @@ class ClassificationTask:
             raise ValueError(f"y contains labels not in classes: {unknown.tolist()!r}")
         idx = np.searchsorted(self.classes_, y)
         if not (incremental and hasattr(self, "_class_weights_")):
-            self._class_weights_ = self._class_weight_vector(idx)
+            self._class_weights_ = self._class_weight_vector(idx, row_counts)
         return idx.astype(np.int32)
 
-    def _class_weight_vector(self, idx):
+    def _class_weight_vector(self, idx, row_counts):
         k = len(self.classes_)
         cw = self.class_weight
         dtype = np.dtype(self.dtype)
         if cw is None:
             return np.ones(k, dtype=dtype)
         if isinstance(cw, str) and cw == "balanced":
-            counts = np.bincount(idx, minlength=k).astype(np.float64)
-            w = np.where(counts > 0, len(idx) / (k * np.maximum(counts, 1)), 1.0)
+            # rows counted as often as they are trained on (integer weights: exact
+            # counts of the virtual samples, as if repeated)
+            counts = np.bincount(idx, weights=row_counts, minlength=k)
+            w = np.where(counts > 0, counts.sum() / (k * np.where(counts > 0, counts, 1)),
+                         1.0)
             return w.astype(dtype)
         w = np.ones(k, dtype=dtype)
         for label, value in cw.items():
@@ -183,8 +193,8 @@ class ClassificationTask:
 
 
 class RegressionTask:
-    """Mixin: targets standardised internally (weighted, so weights act as repetitions;
-    predict undoes it), mean squared error, R^2."""
+    """Mixin: targets standardised internally (over the rows as trained on: integer
+    weights act as repetitions; predict undoes it), mean squared error, R^2."""
     _is_classifier = False
 
     def _target_rows(self, y, X):
@@ -216,18 +226,27 @@ class RegressionTask:
         return Y, ndim
 
     def _prepare_targets(self, y, X, sw_rows, incremental, classes):
-        Y, ndim = self._target_rows(y, X)
+        """Standardised target rows of y (learning the scaling unless fitted)."""
+        w = np.asarray(sw_rows, np.float64)
+
+        def moments(Y):
+            mean = np.average(Y, axis=0, weights=w)
+            return mean, np.sqrt(np.average((Y - mean) ** 2, axis=0, weights=w))
+        return self._fit_targets(self._target_rows(y, X), w, moments, incremental, classes)
+
+    def _fit_targets(self, rows, row_counts, moments, incremental, classes):
+        """Standardised target rows; learns y_mean_ / y_scale_ unless continuing, with
+        `moments(Y)` -> (mean, std) over the rows as fit trains on them (integer weights:
+        the virtual repetitions, bitwise as if repeated; else weighted)."""
+        Y, ndim = rows
         if incremental and hasattr(self, "y_mean_"):
             if Y.shape[1] != self.y_mean_.shape[0]:
                 raise ValueError(f"y has {Y.shape[1]} targets, the model was fitted with "
                                  f"{self.y_mean_.shape[0]}")
         else:
-            # standardised so one learning rate fits any scale; weighted so that a weight
-            # acts like a repetition
+            # standardised so one learning rate fits any scale
             self._y_ndim_ = ndim
-            w = sw_rows.astype(np.float64)
-            self.y_mean_ = np.average(Y, axis=0, weights=w)
-            std = np.sqrt(np.average((Y - self.y_mean_) ** 2, axis=0, weights=w))
+            self.y_mean_, std = moments(Y)
             self.y_scale_ = np.where(std > 1e-12, std, 1.0)
         return ((Y - self.y_mean_) / self.y_scale_).astype(np.dtype(self.dtype))
 
