@@ -310,3 +310,60 @@ def test_format_1_files_still_load():
     np.testing.assert_allclose(reg.predict(X), np.load(d / "format1_gru_regressor_pred.npy"),
                                rtol=1e-6)
     assert clf.scale_inputs is False and reg.x_mean_ is None
+
+
+# ---------------------------------------------------------------- weights as repetitions
+
+def _same_model(a, b):
+    for k, v in a.model_.params().items():
+        np.testing.assert_array_equal(v, b.model_.params()[k], err_msg=k)
+    for name in ("x_mean_", "x_scale_", "y_mean_", "y_scale_", "classes_", "known_tokens_"):
+        if getattr(a, name, None) is not None:
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.loss_curve_ == b.loss_curve_ and a.t_ == b.t_
+
+
+def _per_step_data(kind, seed):
+    rng = np.random.default_rng(seed)
+    if kind == "ragged tags":
+        return ragged_tagging(n=17, seed=seed)
+    if kind == "tokens":
+        X = [rng.integers(0, 30, size=rng.integers(1, 9)) for _ in range(17)]
+        return X, [(x % 3).astype(int) for x in X]
+    if kind == "padded values":
+        X = rng.normal(size=(17, 6, 2))
+        return X, np.stack([np.cumsum(X[:, :, 0], 1), 5 + X[:, :, 1]], axis=2)
+    X = [rng.normal(size=(rng.integers(1, 9), 2)) for _ in range(17)]    # ragged values
+    return X, [np.cumsum(x[:, 0]) * 10 - 3 for x in X]
+
+
+@pytest.mark.parametrize("cls,kind", [(LSTMTagger, "ragged tags"), (GRUTagger, "tokens"),
+                                      (RNNTagger, "ragged tags"),
+                                      (LSTMSequenceRegressor, "padded values"),
+                                      (GRUSequenceRegressor, "ragged values"),
+                                      (RNNSequenceRegressor, "ragged values")],
+                         ids=lambda v: v if isinstance(v, str) else v.__name__)
+def test_integer_weights_are_repeated_sequences_bitwise(cls, kind):
+    """A weight k per sequence = the sequence (all its steps) repeated k times, bitwise,
+    in mini-batch Adam training, whatever the order of the weighted sequences."""
+    X, y = _per_step_data(kind, seed=11)
+    rng = np.random.default_rng(2)
+    w = rng.integers(0, 4, size=17)
+    w[3] = 0
+    perm = rng.permutation(17)
+    kw = dict(hidden_size=5, batch_size=4, max_epochs=4, random_state=1,
+              optimizer="adam", learning_rate=0.02)
+    if kind == "tokens":
+        kw["embedding_dim"] = 3
+    rep = [i for i in range(17) for _ in range(w[i])]
+    pick = lambda a, idx: a[idx] if isinstance(a, np.ndarray) else [a[i] for i in idx]  # noqa
+    for extra in ({}, dict(early_stopping=True, validation_fraction=0.25)):
+        a = cls(**kw, **extra).fit(pick(X, rep), pick(y, rep))
+        b = cls(**kw, **extra).fit(pick(X, perm), pick(y, perm), sample_weight=w[perm])
+        _same_model(a, b)
+        out = (lambda m: m.predict_proba(X)) if cls._is_classifier else (  # noqa
+            lambda m: m.predict(X))
+        for u, v in zip(out(a), out(b)):
+            np.testing.assert_array_equal(u, v)
+    # the weights are used: not the model of unweighted sequences
+    assert any(not np.array_equal(u, v) for u, v in zip(out(cls(**kw).fit(X, y)), out(b)))
