@@ -32,7 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from reference import reference_backward, reference_forward  # noqa: E402
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, event, given, settings, strategies as st  # noqa: E402
+from hypothesis import (HealthCheck, event, example, given, settings,  # noqa: E402
+                        strategies as st)
 
 ERR = (ValueError, TypeError)
 CLASSIFIERS = [LSTMClassifier, GRUClassifier, RNNClassifier]
@@ -1237,3 +1238,358 @@ def test_concurrent_estimator_calls_share_the_cores(monkeypatch):
     # 4 outer calls held open by the barrier, plus at least one inner: >= 5 running
     assert seen and max(seen) <= max(1, cores // 5)
 
+
+
+# ================================================================ fuzzing: per-step estimators
+# taggers and sequence regressors: ragged or padded X, y of the matching structure or
+# not, weights of every kind; token input with ids of every kind; per-step model files;
+# streaming in random step sizes.
+from fastrnn import (GRUSequenceRegressor, GRUTagger, LSTMSequenceRegressor,  # noqa: E402
+                     LSTMTagger, RNNSequenceRegressor, RNNTagger)
+
+PER_STEP = [LSTMTagger, GRUTagger, RNNTagger,
+            LSTMSequenceRegressor, GRUSequenceRegressor, RNNSequenceRegressor]
+Y_FAULTS = [None, None, "step short", "step long", "sequence missing", "array for ragged",
+            "one value per sequence", "ragged y for padded X", "2-D labels"]
+
+
+@st.composite
+def per_step_calls(draw):
+    return dict(
+        cls=draw(st.sampled_from(PER_STEP)),
+        n=draw(st.integers(2, 7)), T=draw(st.integers(1, 6)), F=draw(st.integers(1, 3)),
+        form=draw(st.sampled_from(["ragged", "padded", "2d"])),
+        k=draw(st.sampled_from([None, 2])),             # targets per step (regressors)
+        weights=draw(st.sampled_from([None, "integer", "fraction"])),
+        fault=draw(st.sampled_from(Y_FAULTS)),
+        seed=draw(st.integers(0, 2 ** 16)))
+
+
+def _per_step_X_y(c, rng):
+    n, T, F = c["n"], c["T"], c["F"]
+    lengths = (rng.integers(1, T + 1, size=n) if c["form"] == "ragged"
+               else np.full(n, T))
+    if c["form"] == "ragged":
+        lengths[0] = T + 1                    # never all equal: a true ragged list
+        X = [rng.standard_normal((int(t), F)) for t in lengths]
+    elif c["form"] == "padded":
+        X = rng.standard_normal((n, T, F))
+    else:
+        X = rng.standard_normal((n, T))
+    classifier = c["cls"]._is_classifier
+    k = None if classifier else c["k"]
+
+    def targets(t):
+        shape = (t,) if k is None else (t, k)
+        return rng.integers(0, 3, size=shape) if classifier else rng.standard_normal(shape)
+
+    ys = [targets(int(t)) for t in lengths]
+    for i in range(min(2, n)):
+        if classifier:
+            ys[i][0] = i                      # two classes at least
+    f = c["fault"]
+    if f in ("step short", "step long"):
+        i = int(rng.integers(n))
+        t = int(lengths[i]) + (1 if f == "step long" else -1)
+        ys[i] = targets(t) if t > 0 else targets(0)
+    elif f == "sequence missing":
+        ys = ys[:-1]
+    elif f == "2-D labels" and classifier:
+        ys = [np.stack([y, y], axis=1) for y in ys]
+    if c["form"] != "ragged" and f not in ("step short", "step long", "sequence missing",
+                                           "ragged y for padded X"):
+        y = np.stack(ys)                      # the matching (n, T[, k]) array
+    else:
+        y = ys
+    if f == "array for ragged" and c["form"] == "ragged":
+        y = np.zeros((n, T + 1) + (() if k is None else (k,)))
+    elif f == "one value per sequence":
+        y = np.array([yy.reshape(len(yy), -1)[0, 0] for yy in ys])
+    return X, y, lengths
+
+
+def _expect_error(c):
+    f = c["fault"]
+    if f in ("step short", "step long", "sequence missing", "one value per sequence"):
+        return True
+    if f == "array for ragged":
+        return c["form"] == "ragged"
+    if f == "2-D labels":
+        return c["cls"]._is_classifier
+    return False
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(c=per_step_calls())
+@example(c=dict(cls=LSTMTagger, n=5, T=4, F=2, form="ragged", k=None, weights=None,
+                fault="array for ragged", seed=1))
+@example(c=dict(cls=GRUSequenceRegressor, n=5, T=4, F=2, form="ragged", k=2,
+                weights="integer", fault="array for ragged", seed=2))
+@example(c=dict(cls=RNNSequenceRegressor, n=4, T=3, F=1, form="padded", k=2,
+                weights="fraction", fault="ragged y for padded X", seed=3))
+@example(c=dict(cls=GRUTagger, n=6, T=3, F=1, form="2d", k=None, weights="integer",
+                fault="ragged y for padded X", seed=4))
+@example(c=dict(cls=LSTMTagger, n=4, T=1, F=1, form="padded", k=None, weights="integer",
+                fault=None, seed=7))
+def test_property_per_step_estimators_raise_cleanly_or_follow_the_structure(c):
+    rng = np.random.default_rng(c["seed"])
+    X, y, lengths = _per_step_X_y(c, rng)
+    n = len(lengths)
+    sw = None
+    if c["weights"] == "integer":
+        sw = rng.integers(0, 3, size=n)
+        sw[:2] = 1
+    elif c["weights"] == "fraction":
+        sw = rng.uniform(0.1, 2.0, size=n)
+    m = c["cls"](hidden_size=3, max_epochs=1, batch_size=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if _expect_error(c):
+            with pytest.raises(ERR) as info:
+                m.fit(X, y, sample_weight=sw)
+            assert "y" in str(info.value) or "step" in str(info.value), str(info.value)
+            event(f"refused: {c['fault']}")
+            return
+        m.fit(X, y, sample_weight=sw)
+        pred = m.predict(X)
+    event(f"accepted {c['form']}")
+    k = None if c["cls"]._is_classifier else c["k"]
+    tail = () if k is None else (k,)
+    if c["form"] == "ragged":
+        assert isinstance(pred, list) and len(pred) == n
+        for p, t in zip(pred, lengths):
+            assert p.shape == (t,) + tail
+    else:
+        assert pred.shape == (n, c["T"]) + tail
+    flat = np.concatenate([np.asarray(p).reshape(-1) for p in pred])
+    if c["cls"]._is_classifier:
+        assert set(np.unique(flat)) <= set(m.classes_)
+        proba = m.predict_proba(X)
+        rows = np.concatenate([np.asarray(p).reshape(-1, len(m.classes_)) for p in proba])
+        np.testing.assert_allclose(rows.sum(axis=1), 1.0, rtol=1e-5)
+    else:
+        assert np.isfinite(flat).all()
+    labels = np.concatenate([np.asarray(t).reshape(-1) for t in y])
+    if c["cls"]._is_classifier and not set(labels) <= set(m.classes_):
+        # a class only zero-weighted sequences had is not the model's
+        with pytest.raises(ValueError, match="never saw in fit"):
+            m.score(X, y)
+        event("a class only zero-weighted sequences had")
+        return
+    assert np.isfinite(m.score(X, y))
+
+
+# ---------------------------------------------------------------- token ids
+
+TOKEN_CASES = ["seen", "unseen inside the vocabulary", "above the vocabulary", "huge",
+               "negative", "non-integer", "strings", "uint64 above int64", "mixed lengths"]
+
+
+@st.composite
+def token_calls(draw):
+    return dict(cls=draw(st.sampled_from([LSTMClassifier, GRUTagger, RNNRegressor,
+                                          LSTMSequenceRegressor])),
+                case=draw(st.sampled_from(TOKEN_CASES)),
+                vocab=draw(st.sampled_from([None, 12])),
+                seed=draw(st.integers(0, 2 ** 16)))
+
+
+_TOKEN_MODELS = {}
+
+
+def _token_model(cls, vocab):
+    """A fitted model on ids 0..9 of which 3 and 7 never occur (fitted once per class)."""
+    key = (cls, vocab)
+    if key not in _TOKEN_MODELS:
+        rng = np.random.default_rng(0)
+        ids = np.array([0, 1, 2, 4, 5, 6, 8, 9])
+        X = [rng.choice(ids, size=int(rng.integers(2, 7))) for _ in range(16)]
+        if cls._per_step:
+            y = [x % 2 if cls._is_classifier else x * 0.5 for x in X]
+        else:
+            y = np.array([x.sum() % 2 if cls._is_classifier else x.sum() for x in X])
+        m = cls(embedding_dim=3, vocab_size=vocab, hidden_size=4, max_epochs=2,
+                random_state=0)
+        _TOKEN_MODELS[key] = m.fit(X, y)
+    return _TOKEN_MODELS[key]
+
+
+def _outputs_of(m, X):
+    out = m.predict_proba(X) if m._is_classifier else m.predict(X)
+    return [np.asarray(o) for o in out]
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(c=token_calls())
+def test_property_token_ids_are_read_or_refused_cleanly(c):
+    """Ids the model never saw (unseen, beyond the vocabulary, huge) all read the one
+    reserved row: the outputs equal those of any other unknown id. Negative, fractional,
+    string ids and uint64 ids above 2**63 - 1 are refused with an error naming X."""
+    m = _token_model(c["cls"], c["vocab"])
+    rng = np.random.default_rng(c["seed"])
+    X = [rng.choice([0, 1, 2, 4, 5], size=int(rng.integers(1, 6))) for _ in range(3)]
+    case = c["case"]
+    bad = {"negative": -1, "non-integer": 2.5, "strings": "a"}
+    if case in bad or case == "uint64 above int64":
+        X[1] = X[1].astype(object) if case == "strings" else X[1]
+        if case == "uint64 above int64":
+            X = np.array([[1, 2**63 + 5]], dtype=np.uint64)
+        else:
+            X[1] = np.append(X[1], bad[case]) if case != "strings" else np.append(
+                X[1].astype(str), "a")
+        with pytest.raises(ERR, match="X|token"):
+            m.predict(X)
+        event(f"refused: {case}")
+        return
+    unknown = {"unseen inside the vocabulary": 3, "above the vocabulary": m.vocab_size_ + 4,
+               "huge": 2 ** 62, "mixed lengths": 7, "seen": 1}[case]
+    X[0] = np.append(X[0], unknown)
+    out = _outputs_of(m, X)
+    if case == "seen":
+        event("seen")
+        return
+    other = [x.copy() for x in X]
+    other[0][-1] = m.vocab_size_ + 1000            # another id the model does not know
+    for a, b in zip(out, _outputs_of(m, other)):
+        np.testing.assert_array_equal(a, b)
+    event(f"unknown: {case}")
+
+
+def test_fit_refuses_bad_token_ids():
+    X = [np.array([0, 1, 2]), np.array([3, 1])]
+    for bad, match in ((np.array([0, -2]), "negative token id"),
+                       (np.array([0.5, 1.0]), "integer token ids"),
+                       (np.array([0, 1 << 40]), "smaller vocab_size")):
+        with pytest.raises(ERR, match=match):
+            GRUTagger(embedding_dim=2, max_epochs=1).fit([X[0], bad],
+                                                         [np.zeros(3), np.ones(2)])
+
+
+# ---------------------------------------------------------------- per-step model files
+
+_PER_STEP_FILES = {}
+
+
+def _per_step_file(which, tmp_dir):
+    if which not in _PER_STEP_FILES:
+        rng = np.random.default_rng(1)
+        if which == "tagger tokens":
+            X = [rng.integers(0, 9, size=int(rng.integers(1, 6))) for _ in range(12)]
+            m = LSTMTagger(embedding_dim=3, hidden_size=4, max_epochs=2, random_state=0)
+            m.fit(X, [x % 3 for x in X])
+        else:
+            X = [rng.standard_normal((int(rng.integers(1, 6)), 2)) for _ in range(12)]
+            m = GRUSequenceRegressor(hidden_size=4, num_layers=2, max_epochs=2,
+                                     random_state=0)
+            m.fit(X, [np.stack([x[:, 0], x.sum(1)], 1) for x in X])
+        path = os.path.join(tmp_dir, which.replace(" ", "_") + ".npz")
+        m.save(path)
+        with open(path, "rb") as fh:
+            _PER_STEP_FILES[which] = (m, X, fh.read())
+    return _PER_STEP_FILES[which]
+
+
+@pytest.fixture(scope="module")
+def per_step_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("per_step"))
+
+
+@pytest.mark.parametrize("which", ["tagger tokens", "sequence regressor"])
+def test_per_step_model_files_round_trip(which, per_step_dir):
+    m, X, blob = _per_step_file(which, per_step_dir)
+    path = os.path.join(per_step_dir, "rt.npz")
+    with open(path, "wb") as fh:
+        fh.write(blob)
+    loaded = fastrnn.load(path)
+    assert type(loaded) is type(m) and loaded.get_params() == m.get_params()
+    for a, b in zip(_outputs_of(m, X), _outputs_of(loaded, X)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("which", ["tagger tokens", "sequence regressor"])
+@settings(max_examples=25, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow,
+                                 HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["cut", "flip", "flip", "zero run"]),
+       where=st.floats(0.0, 1.0), size=st.integers(1, 64))
+def test_property_corrupted_per_step_files_fail_cleanly(which, per_step_dir, kind, where,
+                                                         size):
+    """A cut, a flipped byte or a run of zeros anywhere in a per-step model file: a
+    ModelFileError naming the file, or (bytes that do not matter) the very same model."""
+    m, X, blob = _per_step_file(which, per_step_dir)
+    p = min(int(where * len(blob)), len(blob) - 1)
+    b = bytearray(blob)
+    if kind == "cut":
+        b = b[:p]
+    elif kind == "flip":
+        b[p] ^= 0xFF
+    else:
+        b[p:p + size] = bytes(len(b[p:p + size]))
+    path = os.path.join(per_step_dir, "bad.npz")
+    with open(path, "wb") as fh:
+        fh.write(bytes(b))
+    try:
+        loaded = fastrnn.load(path)
+    except ModelFileError as e:
+        assert path in str(e)
+        event(f"{kind}: refused")
+        return
+    for a, c in zip(_outputs_of(m, X), _outputs_of(loaded, X)):
+        np.testing.assert_array_equal(a, c)
+    event(f"{kind}: same model")
+
+
+# ---------------------------------------------------------------- streaming
+
+_STREAM_MODELS = {}
+
+
+def _stream_model(cls, dtype):
+    key = (cls, dtype)
+    if key not in _STREAM_MODELS:
+        rng = np.random.default_rng(2)
+        X = rng.standard_normal((12, 5, 2))
+        if cls._per_step:
+            y = (X[:, :, 0] > 0).astype(int) if cls._is_classifier else X.sum(axis=2)
+        else:
+            y = (X[:, :, 0].sum(1) > 0).astype(int) if cls._is_classifier else X.sum((1, 2))
+        _STREAM_MODELS[key] = cls(hidden_size=5, num_layers=2, max_epochs=2, dtype=dtype,
+                                  random_state=0).fit(X, y)
+    return _STREAM_MODELS[key]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(cls=st.sampled_from([LSTMClassifier, GRURegressor, RNNTagger,
+                            LSTMSequenceRegressor]),
+       dtype=st.sampled_from(["float32", "float64"]), B=st.integers(1, 3),
+       T=st.integers(1, 9), cuts=st.lists(st.integers(1, 4), min_size=1, max_size=9),
+       seed=st.integers(0, 2 ** 16))
+def test_property_stream_in_random_step_sizes_equals_predict(cls, dtype, B, T, cuts, seed):
+    """Feeding B sequences through est.stream() in chunks of random sizes (step for one
+    step, step_many for several) gives what predict gives on the sequences so far."""
+    m = _stream_model(cls, dtype)
+    X = np.random.default_rng(seed).standard_normal((B, T, 2))
+    stream = m.stream(batch_size=B)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=1e-12,
+                                                                     atol=1e-13)
+    full = _outputs_of(m, X) if cls._per_step else None
+    t, i = 0, 0
+    while t < T:
+        k = min(cuts[i % len(cuts)], T - t)
+        i += 1
+        chunk = X[:, t:t + k]
+        out = stream.step(chunk[:, 0]) if k == 1 else stream.step_many(chunk)
+        t += k
+        if cls._per_step:
+            want = np.stack(full)[:, t - k:t]
+            np.testing.assert_allclose(out.reshape(want.shape), want, **tol)
+        else:
+            np.testing.assert_allclose(out, np.stack(_outputs_of(m, X[:, :t])), **tol)
+    event(f"{cls.__name__} {dtype}, {i} chunks")
+    stream.reset()
+    first = stream.step(X[:, 0])
+    want = np.stack(full)[:, 0] if cls._per_step else np.stack(_outputs_of(m, X[:, :1]))
+    np.testing.assert_allclose(first, want, **tol)
