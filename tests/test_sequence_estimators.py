@@ -367,3 +367,40 @@ def test_integer_weights_are_repeated_sequences_bitwise(cls, kind):
             np.testing.assert_array_equal(u, v)
     # the weights are used: not the model of unweighted sequences
     assert any(not np.array_equal(u, v) for u, v in zip(out(cls(**kw).fit(X, y)), out(b)))
+
+
+def test_non_integer_sequence_weights_weight_every_step_in_one_sgd_step(monkeypatch):
+    """One full-batch SGD step of a tagger with non-integer sequence weights moves the
+    weights by -lr * sum_i w_i T_i g_i / sum_i w_i T_i, g_i the gradient of sequence i
+    alone (its mean over its T_i steps), combined in numpy; the input scaling is the
+    weighted mean over the valid steps."""
+    from fastrnn.estimators import _training
+    X, y = ragged_tagging(n=7, seed=12)
+    X = [x.astype(np.float64) for x in X]
+    w = np.array([0.3, 1.5, 2.25, 0.7, 1.1, 0.05, 3.0])
+    seen = []
+    orig = _training.snapshot
+    monkeypatch.setattr(_training, "snapshot",
+                        lambda est, training_state=False:
+                        seen.append(orig(est, training_state)) or seen[-1])
+    lr = 0.1
+    m = LSTMTagger(hidden_size=4, optimizer="sgd", learning_rate=lr, batch_size=7,
+                   max_epochs=1, clip_grad_norm=None, shuffle=False, dtype="float64",
+                   random_state=0).fit(X, y, sample_weight=w)
+    lengths = np.array([len(x) for x in X])
+    np.testing.assert_allclose(m.x_mean_, np.average(np.concatenate(X), axis=0,
+                                                     weights=np.repeat(w, lengths)),
+                               rtol=1e-13)
+    start = {k: v for k, v in seen[0].items() if not k.startswith("__")}
+    after = {k: v.copy() for k, v in m.model_.params().items()}
+    ref = {k: np.zeros_like(v) for k, v in start.items()}
+    total = np.sum(w * lengths)
+    for i in range(7):
+        for k, v in m.model_.params().items():
+            v[...] = start[k]
+        _, g = _loss_and_grads(m, *_batch(m, [X[i]], [y[i]]))
+        for k in ref:
+            ref[k] += w[i] * lengths[i] / total * g[k]
+    for k in start:
+        np.testing.assert_allclose(after[k], start[k] - lr * ref[k], rtol=1e-10,
+                                   atol=1e-13, err_msg=k)
