@@ -478,16 +478,18 @@ class RecurrentEstimator:
         seqs = self._read_X_predict(X) if continuing else self._read_X_fit(X)
         sw = read_sample_weight(sample_weight, len(seqs), np.float64)
         rows = self._target_rows(y, seqs)
-        seqs, rows, sw = self._training_set(seqs, rows, sw)
+        seqs, rows, sw, order = self._training_set(seqs, rows, sw)
         dtype = np.dtype(self.dtype)
+        # `index`: the training sequences in the order fit takes them (the canonical
+        # order with shuffle=True, else that of X), as indices into seqs
         if integer_weights(sw):
             # weights as repetitions: sequence i is trained on as sw[i] virtual copies
-            index, weights = virtual_index(sw), None
+            index, weights = order[virtual_index(sw[order])], None
             counts = np.bincount(index, minlength=len(seqs)).astype(np.float64)
             row_sw = np.ones(len(seqs), dtype=dtype)
         else:
             # non-integer weights weight the loss (and the statistics learnt from X, y)
-            index, weights = np.arange(len(seqs), dtype=np.int64), sw
+            index, weights = order, sw[order]
             counts, row_sw = sw, sw.astype(dtype)
         Y = self._fit_targets(rows, self._row_weights(counts, seqs),
                               self._target_moments(seqs, index, weights), incremental, classes)
@@ -519,25 +521,20 @@ class RecurrentEstimator:
         return self
 
     def _training_set(self, seqs, rows, sw):
-        """The sequences fit trains on: those of non-zero weight (a weight of 0 is the
-        sample left out: it adds no class, no vocabulary, no padding), and with
-        shuffle=True in the canonical order of their contents (fit does not depend on
-        the order of the samples in X)."""
+        """The sequences fit trains on and their order: those of non-zero weight (a
+        weight of 0 is the sample left out: it adds no class, no vocabulary, no
+        padding), and with shuffle=True the canonical order of their contents (fit then
+        does not depend on the order of the samples in X), else the order of X."""
+        if not (sw > 0).all():
+            Yrows = rows[0] if isinstance(rows, tuple) else rows
+            seqs, Yrows, sw = self._subset(seqs, Yrows, sw, np.flatnonzero(sw > 0))
+            rows = (Yrows,) + rows[1:] if isinstance(rows, tuple) else Yrows
+        if not self.shuffle:
+            return seqs, rows, sw, np.arange(len(seqs), dtype=np.int64)
         Yrows = rows[0] if isinstance(rows, tuple) else rows
-        keep = None if (sw > 0).all() else np.flatnonzero(sw > 0)
-        order = None
-        if keep is not None:
-            seqs, Yrows, sw = self._subset(seqs, Yrows, sw, keep)
-        if self.shuffle:
-            key = (np.unique(Yrows, return_inverse=True)[1].reshape(len(Yrows))
-                   if self._is_classifier else Yrows)
-            order = canonical_order(seqs, key, self._per_step)
-            if np.array_equal(order, np.arange(len(seqs))):
-                order = None
-        if order is not None:
-            seqs, Yrows, sw = self._subset(seqs, Yrows, sw, order)
-        rows = (Yrows,) + rows[1:] if isinstance(rows, tuple) else Yrows
-        return seqs, rows, sw
+        key = (np.unique(Yrows, return_inverse=True)[1].reshape(len(Yrows))
+               if self._is_classifier else Yrows)
+        return seqs, rows, sw, canonical_order(seqs, key, self._per_step)
 
     def _subset(self, seqs, Yrows, sw, idx):
         lengths = seqs.lengths[idx]
