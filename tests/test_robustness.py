@@ -165,6 +165,9 @@ BAD_INPUTS = [
      ValueError, "at least one non-zero"),
     ("est sample_weight strings", lambda: tiny().fit(X0, Y0, sample_weight=["a"] * 20),
      TypeError, "sample_weight must be numeric"),
+    ("est integer sample_weight summing to over 2**28 copies",
+     lambda: tiny().fit(X0, Y0, sample_weight=np.full(20, 2 ** 24)), ValueError,
+     r"integer sample_weight acts as repetitions.*sum to 335544320 virtual samples"),
     # ---- estimators: hyperparameters
     ("est hidden_size=0", lambda: tiny(hidden_size=0).fit(X0, Y0), ValueError,
      r"hidden_size must lie in \[1, 16384\], got 0"),
