@@ -312,6 +312,39 @@ def test_integer_weights_are_repetitions_bitwise_in_minibatch_training(cls, dtyp
     assert not np.array_equal(_outputs(cls(**kw).fit(X, y), X), _outputs(wtd, X))
 
 
+@pytest.mark.parametrize("cls,kw", [
+    (LSTMClassifier, dict(dropout=0.3, num_layers=2, bidirectional=True,
+                          class_weight="balanced", lr_schedule="plateau")),
+    (GRUClassifier, dict(optimizer="rmsprop", weight_decay=1e-3, lr_schedule="cosine",
+                         n_jobs=2)),
+    (RNNRegressor, dict(optimizer="adamw", dropout=0.2, num_layers=2, early_stopping=True)),
+    (LSTMClassifier, dict(optimizer="sgd", clip_grad_norm=None, batch_size=1)),
+], ids=["dropout-bidir-balanced-plateau", "rmsprop-decay-cosine-2threads",
+        "adamw-dropout-early-stopping", "sgd-batch-1"])
+def test_integer_weights_are_repetitions_in_every_training_setting(cls, kw):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(19, 5, 2))
+    y = rng.integers(0, 3, 19) if cls._is_classifier else X.sum(axis=(1, 2))
+    w = rng.integers(0, 4, 19)
+    perm = rng.permutation(19)
+    args = dict(hidden_size=4, max_epochs=5, batch_size=6, random_state=1)
+    args.update(kw)
+    _assert_same_model(cls(**args).fit(*_repeat(X, y, w)),
+                       cls(**args).fit(X[perm], y[perm], sample_weight=w[perm]), X)
+
+
+def test_integer_weights_are_repetitions_in_partial_fit():
+    rng = np.random.default_rng(1)
+    X, y, w = rng.normal(size=(15, 4, 2)), rng.integers(0, 3, 15), rng.integers(0, 3, 15)
+    perm = rng.permutation(15)
+    a = LSTMClassifier(hidden_size=4, batch_size=5, random_state=0)
+    b = LSTMClassifier(hidden_size=4, batch_size=5, random_state=0)
+    for _ in range(3):
+        a.partial_fit(*_repeat(X, y, w), classes=[0, 1, 2])
+        b.partial_fit(X[perm], y[perm], classes=[0, 1, 2], sample_weight=w[perm])
+    _assert_same_model(a, b, X)
+
+
 @pytest.mark.parametrize("cls", [LSTMClassifier, GRURegressor], ids=lambda c: c.__name__)
 def test_all_ones_weights_and_any_order_give_the_model_of_no_weights(cls):
     X, y = small_seq_data(n=30, seed=6)
