@@ -400,6 +400,24 @@ def test_integer_weights_survive_hash_collisions(monkeypatch):
                                                sample_weight=w[perm]), X)
 
 
+@pytest.mark.parametrize("cls", [LSTMClassifier, GRURegressor], ids=lambda c: c.__name__)
+def test_non_integer_weights_agree_with_proportional_repetition_in_full_batches(cls):
+    """Weights 0.37 * k in one batch per epoch (float64, SGD) give the model of the
+    samples repeated k times, to rounding: the loss normalisation, the input and target
+    scaling and 'balanced' class weights are all weighted alike."""
+    rng = np.random.RandomState(42)
+    X = rng.rand(15, 30)
+    y = rng.randint(0, 3, size=15) if cls._is_classifier else X @ rng.rand(30)
+    k = rng.randint(0, 5, size=15)
+    kw = dict(random_state=0, dtype="float64", batch_size=1000, optimizer="sgd",
+              max_epochs=60, hidden_size=8)
+    if cls._is_classifier:
+        kw["class_weight"] = "balanced"
+    a = cls(**kw).fit(*_repeat(X, y, k))
+    b = cls(**kw).fit(X, y, sample_weight=0.37 * k)
+    np.testing.assert_allclose(_outputs(a, X), _outputs(b, X), rtol=1e-10, atol=1e-12)
+
+
 def test_too_many_virtual_samples_is_a_clear_error():
     X, y = small_seq_data(n=10)
     w = np.ones(10)
