@@ -404,3 +404,36 @@ def test_non_integer_sequence_weights_weight_every_step_in_one_sgd_step(monkeypa
     for k in start:
         np.testing.assert_allclose(after[k], start[k] - lr * ref[k], rtol=1e-10,
                                    atol=1e-13, err_msg=k)
+
+
+@pytest.mark.parametrize("collide", [None, "all", "targets"],
+                         ids=["hashed", "all hashes equal", "target hashes equal"])
+def test_canonical_order_depends_only_on_the_contents(collide, monkeypatch):
+    """The same multiset of (sequence, per-step targets) in any order is put in the same
+    order of contents, also when sequences share inputs but not targets and when every
+    hash collides (then the bytes decide)."""
+    from fastrnn.estimators import _inputs
+    real = _inputs._row_hash
+    if collide == "all":
+        monkeypatch.setattr(_inputs, "_row_hash",
+                            lambda a: np.zeros(len(a), dtype=np.uint64))
+    elif collide == "targets":    # the inputs hashed, the (integer) targets not
+        monkeypatch.setattr(_inputs, "_row_hash", lambda a: real(a) if a.dtype.kind == "f"
+                            else np.zeros(len(a), dtype=np.uint64))
+    rng = np.random.default_rng(3)
+    X = [rng.normal(size=(int(rng.integers(1, 5)), 2)) for _ in range(9)]
+    X += [X[0].copy(), X[1].copy(), X[1].copy()]
+    y = [rng.integers(0, 3, size=len(x)) for x in X]
+    y[10] = y[1].copy()                      # a true duplicate of sequence 1
+    y[11] = (y[1] + 1) % 3                   # same inputs as 1, other targets
+    y[9] = y[0].copy()
+
+    def ordered(perm):
+        seqs = _inputs.read_X([X[i] for i in perm], np.float64)
+        Y = np.concatenate([y[i] for i in perm])
+        order = _inputs.canonical_order(seqs, Y, True)
+        return [(X[perm[i]].tobytes(), y[perm[i]].tobytes()) for i in order]
+
+    first = ordered(np.arange(12))
+    for seed in range(4):
+        assert ordered(np.random.default_rng(seed).permutation(12)) == first

@@ -372,29 +372,49 @@ def canonical_order(seqs, Y, per_step):
         else:
             hy = _row_hash(Y2)
     order = np.lexsort((hy, hx))
-    same = (hx[order][1:] == hx[order][:-1]) & (hy[order][1:] == hy[order][:-1])
-    if same.any() and not all(_same_sequence(seqs, Y, per_step, order[i], order[i + 1])
-                              for i in np.flatnonzero(same)):
+    same = np.flatnonzero((hx[order][1:] == hx[order][:-1])
+                          & (hy[order][1:] == hy[order][:-1]))
+    if same.size and not _all_identical(seqs, Y, per_step, order[same], order[same + 1]):
         # a true collision (about 2**-64 per pair): order those by their bytes
         order = np.array(sorted(range(n), key=lambda i: (
             int(hx[i]), int(hy[i]), _sequence_bytes(seqs, Y, per_step, i))), dtype=np.int64)
     return order
 
 
-def _target_slice(seqs, per_step, i):
-    if not per_step:
-        return slice(i, i + 1)
-    start = int(np.sum(seqs.lengths[:i]))
-    return slice(start, start + int(seqs.lengths[i]))
-
-
 def _sequence_bytes(seqs, Y, per_step, i):
+    if per_step:
+        start = int(np.sum(seqs.lengths[:i]))
+        y = Y[start:start + int(seqs.lengths[i])]
+    else:
+        y = Y[i:i + 1]
     return (int(seqs.lengths[i]), seqs.values[i].tobytes(),
-            np.ascontiguousarray(Y[_target_slice(seqs, per_step, i)]).tobytes())
+            np.ascontiguousarray(y).tobytes())
 
 
-def _same_sequence(seqs, Y, per_step, i, j):
-    return _sequence_bytes(seqs, Y, per_step, i) == _sequence_bytes(seqs, Y, per_step, j)
+def _bits(a):
+    a = np.ascontiguousarray(a)
+    return a.view(np.dtype(f"u{a.dtype.itemsize}")) if a.dtype.kind == "f" else a
+
+
+def _all_identical(seqs, Y, per_step, a, b):
+    """Whether sequences a[j] and b[j] are bitwise identical (inputs, length, targets)
+    for every j; vectorised over chunks of the pairs."""
+    if not np.array_equal(seqs.lengths[a], seqs.lengths[b]):
+        return False
+    starts = np.cumsum(seqs.lengths) - seqs.lengths
+    step = max(1, (1 << 20) // max(1, seqs.values[0].size))
+    for s in range(0, len(a), step):
+        ca, cb = a[s:s + step], b[s:s + step]
+        if not np.array_equal(_bits(seqs.values[ca]), _bits(seqs.values[cb])):
+            return False
+        if per_step:
+            ra = rows_of(starts[ca], seqs.lengths[ca])
+            rb = rows_of(starts[cb], seqs.lengths[cb])
+        else:
+            ra, rb = ca, cb
+        if not np.array_equal(_bits(Y[ra]), _bits(Y[rb])):
+            return False
+    return True
 
 
 def row_moments(get_rows, index, weights=None):
