@@ -87,7 +87,7 @@ def bf16_status():
     if _core.bf16_available():
         return True, "AVX512_BF16 (vdpbf16ps products, float32 accumulation)"
     if not _core.bf16_cpu():
-        return False, "this CPU lacks AVX512_BF16"
+        return False, "this CPU lacks AVX512_BF16 (or this build of fastrnn does)"
     for env in ("FASTRNN_NO_BF16", "FASTRNN_PORTABLE"):
         if os.environ.get(env, "") not in ("", "0"):
             return False, f"{env} is set"
