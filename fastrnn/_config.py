@@ -2,8 +2,8 @@
 
 Build facts (compiler, flags, OpenMP at compile time, build-time versions) come from
 fastrnn/_build_info.py, which setup.py writes at every build; run-time facts (threads,
-the BLAS scipy uses, whether the CPU takes the AVX-512 code paths, which OpenMP runtime
-got loaded) are read when asked.
+the BLAS scipy uses, whether the CPU takes the AVX-512 code paths and bfloat16 inference,
+which OpenMP runtime got loaded) are read when asked.
 """
 import os
 import platform
@@ -78,6 +78,8 @@ def get_config():
     blas_name, blas_version, blas_config = _scipy_blas()
     flags = _cpu_flags()
     avx512 = "avx512f" in flags if flags else None
+    from .layers import bf16_status
+    bf16_on, bf16_why = bf16_status()
     return {
         "fastrnn": __version__,
         "location": os.path.dirname(os.path.abspath(__file__)),
@@ -94,7 +96,10 @@ def get_config():
                     "threadpoolctl": _threadpoolctl_status()},
         "cpu": {"avx512f": avx512, "machine": platform.machine(),
                 "avx512_paths": _core.avx512_paths(),
-                "FASTRNN_PORTABLE": os.environ.get("FASTRNN_PORTABLE")},
+                "FASTRNN_PORTABLE": os.environ.get("FASTRNN_PORTABLE"),
+                "avx512_bf16": ("avx512_bf16" in flags) if flags else _core.bf16_cpu(),
+                "bf16_inference": bf16_on, "bf16_detail": bf16_why,
+                "FASTRNN_NO_BF16": os.environ.get("FASTRNN_NO_BF16")},
         "build": build,
     }
 
@@ -139,6 +144,10 @@ def show_config(file=None):
             "not registered": "imported, fastrnn not registered (threadpoolctl < 3.2?)",
         }[thr["threadpoolctl"]],
         f"CPU paths   {kernels}",
+        "bfloat16    " + (f"precision='bfloat16' inference: used ({c['cpu']['bf16_detail']})"
+                          if c["cpu"]["bf16_inference"] else
+                          f"precision='bfloat16' inference: NOT available, runs float32 "
+                          f"({c['cpu']['bf16_detail']})"),
         f"compiler    {b.get('compiler') or 'unknown'}",
         f"cflags      {' '.join(b['cflags']) if b.get('cflags') else 'unknown'}"
         + (f"  (after Python's: {b['compile_command']})" if b.get("compile_command") else ""),

@@ -962,3 +962,122 @@ cdef class Stream:
     def __reduce__(self):
         raise TypeError("a Stream holds running state and is not picklable; make a new one "
                         "from the model")
+
+# ================================================================ bfloat16 inference
+# (src_c/bf16.c, bf16.h): the products in bf16 on AVX512_BF16, the rest float32.
+
+cdef extern from "bf16.h" nogil:
+    int fr_bf16_available()
+    int fr_bf16_cpu()
+    size_t fr_bf16_workspace(const fr_dims *d)
+    int fr_forward_bf16_avx512bf16(const fr_dims *d, float *out, float *h_n, float *c_n,
+                                   const float *x, const int *lengths, const float *h0,
+                                   const float *c0, const float *w_ih, const float *w_hh,
+                                   const float *b_ih, const float *b_hh, float *ws)
+    void fr_bf16_round_avx512bf16(unsigned short *dst, const float *src, size_t n)
+    int fr_bf16_matmul_avx512bf16(int m, int n, int k, const float *a, int lda,
+                                  const float *w, int ldw, float *c, int ldc)
+
+
+def bf16_available():
+    """True when bf16 inference runs here: the CPU has AVX512_BF16 (and AVX-512F) and
+    neither FASTRNN_PORTABLE nor FASTRNN_NO_BF16 was set when fastrnn was imported."""
+    return bool(fr_bf16_available())
+
+
+def bf16_cpu():
+    """True when the CPU has AVX512_BF16 and AVX-512F, whatever the environment says."""
+    return bool(fr_bf16_cpu())
+
+
+def bf16_workspace_size(str cell, int batch, int steps, int input_size, int hidden,
+                        bint reverse, int n_threads, int chunk, bint batch_first=False):
+    """Workspace of forward_bf16 in float32 elements."""
+    cdef fr_dims d = _dims(cell, batch, steps, input_size, hidden, reverse, n_threads, chunk,
+                           hidden, batch_first)
+    return fr_bf16_workspace(&d)
+
+
+def forward_bf16(str cell, bint reverse, int n_threads, int chunk, out, Py_ssize_t col,
+                 h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, ws,
+                 bint batch_first=False):
+    """One layer-direction inference forward with bf16 products (as forward, float32
+    buffers only, no training buffers). Needs bf16_available()."""
+    if not fr_bf16_available():
+        raise RuntimeError("fastrnn core: bf16 inference is not available on this CPU/setup")
+    if batch_first:
+        B, T, I = x.shape
+    else:
+        T, B, I = x.shape
+    H = h0.shape[1]
+    ld = out.shape[2] if out is not None else H
+    cdef int tn = cnp.NPY_FLOAT32
+    cdef fr_dims d = _dims(cell, B, T, I, H, reverse, n_threads, chunk, ld, batch_first)
+    cdef bint lstm = d.cell == 0
+    cdef int G = fr_gates(d.cell)
+    cdef Py_ssize_t TB = <Py_ssize_t>T * B
+    if out is not None and (col < 0 or col + H > ld):
+        raise ValueError("fastrnn core: column offset out of range")
+    cdef char *po = <char*>_ptr(out, 'out', tn, TB * ld, True, True)
+    if po != NULL:
+        po += col * 4
+    cdef void *ph_n = _ptr(h_n, 'h_n', tn, B * H, True)
+    cdef void *pc_n = _ptr(c_n, 'c_n', tn, B * H, True, not lstm)
+    cdef void *px = _ptr(x, 'x', tn, TB * I, False)
+    cdef int *plen = <int*>_ptr(lengths, 'lengths', cnp.NPY_INT32, B, False)
+    cdef void *ph0 = _ptr(h0, 'h0', tn, B * H, False)
+    cdef void *pc0 = _ptr(c0, 'c0', tn, B * H, False, not lstm)
+    cdef void *pwi = _ptr(w_ih, 'w_ih', tn, G * H * I, False)
+    cdef void *pwh = _ptr(w_hh, 'w_hh', tn, G * H * H, False)
+    cdef void *pbi = _ptr(b_ih, 'b_ih', tn, G * H, False)
+    cdef void *pbh = _ptr(b_hh, 'b_hh', tn, G * H, False)
+    cdef size_t need = fr_bf16_workspace(&d)
+    if need == 0:
+        raise MemoryError("fastrnn core: workspace size overflows")
+    cdef void *pws = _ptr(ws, 'ws', tn, need, True)
+    if lstm and (pc_n == NULL or pc0 == NULL):
+        raise ValueError("fastrnn core: missing LSTM cell-state buffers")
+    if lengths.min() < 1 or lengths.max() > T:
+        raise ValueError(f"fastrnn core: lengths must lie in [1, {T}]")
+    cdef int rc
+    with nogil:
+        rc = fr_forward_bf16_avx512bf16(&d, <float*>po, <float*>ph_n, <float*>pc_n,
+                                        <const float*>px, plen, <const float*>ph0,
+                                        <const float*>pc0, <const float*>pwi,
+                                        <const float*>pwh, <const float*>pbi,
+                                        <const float*>pbh, <float*>pws)
+    if rc != 0:
+        raise ValueError("fastrnn core: invalid sizes or lengths")
+
+
+def bf16_round(x):
+    """The bf16 bits (uint16) of float32 x, rounded to nearest even by the core's own
+    conversion (denormals to signed zero): for the tests. Needs bf16_available()."""
+    if not fr_bf16_available():
+        raise RuntimeError("fastrnn core: bf16 is not available on this CPU/setup")
+    a = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty(a.shape, dtype=np.uint16)
+    cdef Py_ssize_t n = a.size
+    if n:
+        fr_bf16_round_avx512bf16(<unsigned short*>cnp.PyArray_DATA(<cnp.ndarray>out),
+                                 <const float*>cnp.PyArray_DATA(<cnp.ndarray>a), n)
+    return out
+
+
+def bf16_matmul(a, w):
+    """bf16(a) (m, k) @ bf16(w)^T (n, k) -> float32 (m, n) with the core's kernel: for
+    the tests. Needs bf16_available()."""
+    if not fr_bf16_available():
+        raise RuntimeError("fastrnn core: bf16 is not available on this CPU/setup")
+    A = np.ascontiguousarray(a, dtype=np.float32)
+    W = np.ascontiguousarray(w, dtype=np.float32)
+    if A.ndim != 2 or W.ndim != 2 or A.shape[1] != W.shape[1] or min(A.shape + W.shape) < 1 \
+            or max(A.shape + W.shape) > _INT_MAX:
+        raise ValueError("bf16_matmul: a (m, k) and w (n, k), non-empty")
+    cdef int m = A.shape[0], n = W.shape[0], k = A.shape[1]
+    C = np.empty((m, n), dtype=np.float32)
+    if fr_bf16_matmul_avx512bf16(m, n, k, <const float*>cnp.PyArray_DATA(<cnp.ndarray>A), k,
+                                 <const float*>cnp.PyArray_DATA(<cnp.ndarray>W), k,
+                                 <float*>cnp.PyArray_DATA(<cnp.ndarray>C), n) != 0:
+        raise MemoryError("bf16_matmul: out of memory")
+    return C

@@ -76,6 +76,40 @@ def _resolve_threads(n_threads):
     return n
 
 
+# ---------------------------------------------------------------- bfloat16 inference
+_bf16_warned = False
+_bf16_lock = threading.Lock()
+
+
+def bf16_status():
+    """(in use, reason): whether precision='bfloat16' runs bf16 products in this process,
+    and why not when it does not."""
+    if _core.bf16_available():
+        return True, "AVX512_BF16 (vdpbf16ps products, float32 accumulation)"
+    if not _core.bf16_cpu():
+        return False, "this CPU lacks AVX512_BF16 (or this build of fastrnn does)"
+    for env in ("FASTRNN_NO_BF16", "FASTRNN_PORTABLE"):
+        if os.environ.get(env, "") not in ("", "0"):
+            return False, f"{env} is set"
+    return False, "turned off when fastrnn was imported (FASTRNN_NO_BF16 / FASTRNN_PORTABLE)"
+
+
+def bf16_in_use():
+    """True when bf16 inference runs here; otherwise False after a RuntimeWarning (once
+    per process): precision='bfloat16' then runs float32."""
+    global _bf16_warned
+    if _core.bf16_available():
+        return True
+    with _bf16_lock:
+        warn, _bf16_warned = not _bf16_warned, True
+    if warn:
+        import warnings
+        warnings.warn(f"precision='bfloat16' runs float32 here: {bf16_status()[1]}. "
+                      f"(This warning is shown once per process.)", RuntimeWarning,
+                      stacklevel=3)
+    return False
+
+
 def param_count(cell, input_size, hidden_size, num_layers=1, num_directions=1):
     """Number of parameters of a recurrent stack (cell 'lstm', 'gru' or 'rnn')."""
     G, H, D = _GATES[cell], hidden_size, num_directions
@@ -241,7 +275,8 @@ class _Recurrent:
                                                             else ""))
         return max_batch
 
-    def _forward_in_parts(self, X, lengths, h0, c0, part, n_threads, return_sequences):
+    def _forward_in_parts(self, X, lengths, h0, c0, part, n_threads, return_sequences,
+                          precision="float32"):
         """Inference over a batch too large for one core call: consecutive slices of at
         most `part` samples (samples are independent, so results are unchanged)."""
         outs, hs, cs = [], [], []
@@ -249,7 +284,8 @@ class _Recurrent:
             sl = slice(s, s + part)
             out, state = self.forward(X[sl], lengths[sl], h0[:, sl],
                                       None if c0 is None else c0[:, sl], training=False,
-                                      n_threads=n_threads, return_sequences=return_sequences)
+                                      n_threads=n_threads, return_sequences=return_sequences,
+                                      precision=precision)
             outs.append(out)
             hs.append(state[0] if c0 is not None else state)
             if c0 is not None:
@@ -325,7 +361,7 @@ class _Recurrent:
 
     # ------------------------------------------------------------ forward / backward
     def forward(self, X, lengths=None, h0=None, c0=None, training=False, n_threads=None,
-                return_sequences=True):
+                return_sequences=True, precision="float32"):
         """Run the layer. X: (batch, steps, input_size), batch first.
 
         Returns ``out`` (batch, steps, num_directions * hidden_size) and the final state:
@@ -334,7 +370,16 @@ class _Recurrent:
         needs is kept; otherwise only the running state is (inference).
         ``n_threads`` overrides fastrnn.get_num_threads() for this call. With
         ``return_sequences=False`` the last layer's outputs are not materialised and
-        ``out`` is None (the final state is all that is returned)."""
+        ``out`` is None (the final state is all that is returned).
+
+        ``precision="bfloat16"`` (inference of a float32 layer only) runs the products
+        in bfloat16 on CPUs with AVX512_BF16: the weights and, as the left operand of
+        each product, the inputs and the previous h are rounded to bf16 (nearest even);
+        the products accumulate in float32, and the bias adds, gate math, cell state
+        and h stay float32. Elsewhere (or with FASTRNN_NO_BF16=1 / FASTRNN_PORTABLE=1)
+        it runs float32, with a RuntimeWarning once per process. See README
+        "bfloat16 inference"."""
+        use_bf16 = self._use_bf16(precision, training)
         X = self._check_X(X, lambda B, T: self._check_call_size(B, T, training,
                                                                 return_sequences))
         B, T, _ = X.shape
@@ -351,7 +396,8 @@ class _Recurrent:
         max_batch = BLAS_INT_MAX // (T * self._gate_count * H)
         if B > max_batch:   # inference only: training was refused by _check_call_size
             return self._forward_in_parts(X, lengths, h0, c0 if lstm else None, max_batch,
-                                          nt, return_sequences)
+                                          nt, return_sequences,
+                                          "bfloat16" if use_bf16 else "float32")
         S = _core.store_width(self._core_cell, H)
         h_n = np.empty((L * D, B, H), dtype=self.dtype)
         c_n = np.empty((L * D, B, H), dtype=self.dtype) if lstm else None
@@ -371,6 +417,11 @@ class _Recurrent:
             layer_cache = []
             for d in range(D):
                 idx, s = k * D + d, self._suffix(k, d)
+                if use_bf16:
+                    self._forward_bf16(d, nt, chunk, out, h_n[idx],
+                                       c_n[idx] if lstm else None, inp, lengths, h0[idx],
+                                       c0[idx] if lstm else None, params, s)
+                    continue
                 fwd_ws, _ = _core.workspace_sizes(self._core_cell, B, T, inp.shape[2], H,
                                                   d == 1, nt, chunk, True)
                 ws = self._ws.get("forward", fwd_ws, self.dtype)
@@ -394,6 +445,30 @@ class _Recurrent:
         else:
             self._cache = None
         return inp, ((h_n, c_n) if lstm else h_n)
+
+    def _use_bf16(self, precision, training):
+        """Whether this forward call runs the bf16 products (checks `precision`)."""
+        if precision == "float32":
+            return False
+        if precision != "bfloat16":
+            raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+        if training:
+            raise ValueError("precision='bfloat16' is for inference only: call forward "
+                             "with training=False (training runs float32)")
+        if self.dtype != np.float32:
+            raise ValueError(f"precision='bfloat16' needs a float32 layer; this "
+                             f"{type(self).__name__} has dtype {self.dtype.name}")
+        return bf16_in_use()
+
+    def _forward_bf16(self, d, nt, chunk, out, h_n, c_n, inp, lengths, h0, c0, params, s):
+        B, T, I = inp.shape
+        H = self.hidden_size
+        size = _core.bf16_workspace_size(self._core_cell, B, T, I, H, d == 1, nt, chunk,
+                                         True)
+        ws = self._ws.get("forward_bf16", size, np.float32)
+        _core.forward_bf16(self._core_cell, d == 1, nt, chunk, out, d * H, h_n, c_n, inp,
+                           lengths, h0, c0, params["weight_ih" + s], params["weight_hh" + s],
+                           params["bias_ih" + s], params["bias_hh" + s], ws, True)
 
     def stream(self, batch_size=1):
         """A stream: step-by-step inference with the state kept inside it.

@@ -83,7 +83,7 @@ class RecurrentEstimator:
                  lr_schedule="constant", batch_size=32, max_epochs=100, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=20, tol=1e-4, clip_grad_norm=1.0,
                  shuffle=True, random_state=None, n_jobs=None, dtype="float32", verbose=0,
-                 warm_start=False, n_features=None):
+                 warm_start=False, n_features=None, inference_precision="float32"):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional
@@ -110,6 +110,7 @@ class RecurrentEstimator:
         self.verbose = verbose
         self.warm_start = warm_start
         self.n_features = n_features
+        self.inference_precision = inference_precision
 
     # ------------------------------------------------------------ sklearn plumbing
     @classmethod
@@ -235,8 +236,20 @@ class RecurrentEstimator:
                              f"got {self.n_jobs!r}")
         if self.verbose not in (0, 1, 2, False, True):
             raise ValueError(f"verbose must be 0, 1 or 2, got {self.verbose!r}")
+        self._checked_inference_precision()
         if self._is_classifier:
             self._check_class_weight_param()
+
+    def _checked_inference_precision(self):
+        """inference_precision, checked: 'float32' or 'bfloat16' (float32 models only)."""
+        p = self.inference_precision
+        if not isinstance(p, str) or p not in ("float32", "bfloat16"):
+            raise ValueError(f"inference_precision must be 'float32' or 'bfloat16', "
+                             f"got {p!r}")
+        if p == "bfloat16" and np.dtype(self.dtype) != np.float32:
+            raise ValueError(f"inference_precision='bfloat16' needs dtype='float32', got "
+                             f"dtype={self.dtype!r}")
+        return p
 
     def _n_threads(self):
         if self.n_jobs is None:
@@ -423,17 +436,18 @@ class RecurrentEstimator:
     def _predict_rows(self, X):
         """Network outputs (rows) for X, in inference mode, and the read X."""
         seqs = self._transform_inputs(self._read_X_predict(X))
+        precision = self._checked_inference_precision()
         with running():
-            return self._raw_rows(seqs), seqs
+            return self._raw_rows(seqs, precision), seqs
 
-    def _raw_rows(self, seqs):
+    def _raw_rows(self, seqs, precision="float32"):
         step = self._predict_batch_size(seqs.steps)
         outs = []
         for start in range(0, len(seqs), step):
             sl = slice(start, start + step)
             lb = seqs.lengths[sl]
             outs.append(self.model_.forward(seqs.values[sl, :lb.max()], lb, False,
-                                            self._n_threads()))
+                                            self._n_threads(), precision=precision))
         return np.concatenate(outs, axis=0)
 
     def stream(self, batch_size=1):

@@ -22,7 +22,7 @@ def _classifier_init(self, hidden_size=64, num_layers=1, bidirectional=False, dr
                      early_stopping=False, validation_fraction=0.1, n_iter_no_change=20,
                      tol=1e-4, clip_grad_norm=1.0, class_weight=None, shuffle=True,
                      random_state=None, n_jobs=None, dtype="float32", verbose=0,
-                     warm_start=False, n_features=None):
+                     warm_start=False, n_features=None, inference_precision="float32"):
     RecurrentEstimator.__init__(
         self, hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional,
         dropout=dropout, nonlinearity=nonlinearity, embedding_dim=embedding_dim,
@@ -32,7 +32,7 @@ def _classifier_init(self, hidden_size=64, num_layers=1, bidirectional=False, dr
         validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, tol=tol,
         clip_grad_norm=clip_grad_norm, shuffle=shuffle, random_state=random_state,
         n_jobs=n_jobs, dtype=dtype, verbose=verbose, warm_start=warm_start,
-        n_features=n_features)
+        n_features=n_features, inference_precision=inference_precision)
     self.class_weight = class_weight
 
 
@@ -143,6 +143,11 @@ _PARAMS = """
         is read as (n_samples, n_timesteps, n_features). For tools that pass 2-D data
         only, such as dask_ml.wrappers.Incremental; n_features_in_ is then the column
         count, and predict takes 2-D X of that many columns.
+    inference_precision : 'float32' (default) or 'bfloat16': the precision of the
+        recurrent products in predict, predict_proba, decision_function and score (fit
+        always trains in float32). 'bfloat16' needs dtype='float32' and a CPU with
+        AVX512_BF16; elsewhere it runs float32 with a RuntimeWarning (once per process).
+        See README "bfloat16 inference".
 """
 _CLASS_WEIGHT = """    class_weight : None, 'balanced' or {label: weight}.
 """

@@ -67,18 +67,20 @@ class SequenceModel:
             return xb
         return self.embedding.forward(xb, lengths, training=training)
 
-    def forward(self, xb, lengths, training, n_threads):
+    def forward(self, xb, lengths, training, n_threads, precision="float32"):
         """Output rows for a batch: (B, n_outputs) for 'last', (sum(lengths), n_outputs)
-        for 'every'."""
+        for 'every'. precision: of the recurrent stack's products (inference only)."""
         inp = self._inputs(xb, lengths, training)
         B, T = inp.shape[:2]
         if self.reach == "last":
             _, state = self.rnn.forward(inp, lengths, training=training,
-                                        n_threads=n_threads, return_sequences=False)
+                                        n_threads=n_threads, return_sequences=False,
+                                        precision=precision)
             feats = self._last_features(state)
             rows = None
         else:
-            out, _ = self.rnn.forward(inp, lengths, training=training, n_threads=n_threads)
+            out, _ = self.rnn.forward(inp, lengths, training=training, n_threads=n_threads,
+                                      precision=precision)
             feats, rows = _valid_steps(out, lengths)
         if training:
             self._cache = (B, T, rows)

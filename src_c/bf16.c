@@ -1,0 +1,458 @@
+/* bf16.c — bfloat16 inference of one layer-direction (see bf16.h).
+
+   The driver follows recurrence.c's forward (fixed chunks of samples handed to threads,
+   each chunk through all its steps, samples ordered by length so the running ones are
+   rows [0, nact), the input projection of a block of steps as one product) with two
+   differences: the products are bf16 x bf16 -> float32 (vdpbf16ps), and there is no
+   fused [x_t, h] product (the input projection is always apart, the per-step product
+   only reads W_hh). The gate math is the float32 cells' own (lstm.c, gru.c, rnn.c).
+
+   The kernel: vdpbf16ps multiplies PAIRS of bf16 along k, so W is packed as
+   [panel of 32 output columns][k/2][32 columns] pairs (k padded to even with a zero);
+   a pair of the left operand's row is broadcast as one 32-bit value against the two
+   16-pair vectors of a panel row; MR = 8 rows x 32 columns = 16 accumulators stay in
+   registers over the whole inner dimension. The left operand (x or h) is converted to
+   bf16 pairs once per block of steps (x) or per step (h) into a small buffer.
+
+   Every AVX instruction lives in a function whose name holds "avx512bf16" and which
+   runs only when fr_bf16_available() (scripts/check_wheel.sh checks the names). */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "bf16.h"
+#include "threads.h"
+
+/* the float32 cells' step functions (cells.h, float instantiation) */
+void lstm_rows_forward_f32(int n, int H, const float *xp, float *a, const float *b_ih,
+                           const float *b_hh, float *h, int ldh, float *c, float *store);
+void gru_rows_forward_f32(int n, int H, const float *xp, float *a, const float *b_ih,
+                          const float *b_hh, float *h, int ldh, float *store);
+void rnn_rows_forward_f32(int n, int H, int relu, const float *xp, float *a,
+                          const float *b_ih, const float *b_hh, float *h, int ldh);
+
+#define FR_BNR 32            /* output columns per panel (two vectors of 16 floats) */
+#define FR_BMR 8             /* rows per register tile */
+#define FR_BXBLOCK 32        /* steps whose input projection is one product per chunk */
+#define FR_BDEFAULT_CHUNK 16
+#define FR_BMAX_CHUNK 256
+#define FR_BMIN_WORK 1.6e7   /* multiply-adds per thread below which threads do not pay */
+#define FR_BALIGN 16         /* floats: 64 bytes */
+
+static int fr_bf16_ok = 0;
+
+static int fr_bgates(int cell) { return cell == FR_LSTM ? 4 : (cell == FR_GRU ? 3 : 1); }
+static int fr_kpairs(int k) { return (k + 1) / 2; }
+static size_t fr_bround(size_t n) { return (n + FR_BALIGN - 1) / FR_BALIGN * FR_BALIGN; }
+/* a * b in size_t, 0 on overflow */
+static size_t fr_bmul(size_t a, size_t b) { return (b && a > (size_t)-1 / b) ? 0 : a * b; }
+/* 32-bit pairs of a packed (n x k) matrix */
+static size_t fr_bpacked(int n, int k)
+{
+    return fr_bmul((size_t)((n + FR_BNR - 1) / FR_BNR) * FR_BNR, (size_t)fr_kpairs(k));
+}
+static int fr_bchunk(const fr_dims *d)
+{
+    int c = d->chunk > 0 ? d->chunk : FR_BDEFAULT_CHUNK;
+    return c < FR_BMAX_CHUNK ? c : FR_BMAX_CHUNK;
+}
+static int fr_bnchunks(const fr_dims *d) { return (d->batch + fr_bchunk(d) - 1) / fr_bchunk(d); }
+static int fr_bxblock(const fr_dims *d) { return d->steps < FR_BXBLOCK ? d->steps : FR_BXBLOCK; }
+static int fr_bthreads(const fr_dims *d)
+{
+    double work = (double)d->steps * d->batch * fr_bgates(d->cell) * d->hidden
+                * (double)(d->input + d->hidden);
+    return fr_team_for(d->n_threads, work, FR_BMIN_WORK, fr_bnchunks(d));
+}
+static int fr_bdims_ok(const fr_dims *d)
+{
+    return d->cell >= FR_LSTM && d->cell <= FR_RNN_RELU && d->batch > 0 && d->steps > 0
+        && d->input > 0 && d->hidden > 0 && d->ld >= d->hidden && d->hidden <= (1 << 26)
+        && d->input <= (1 << 28);
+}
+static inline size_t fr_brow(const fr_dims *d, int t, int b)
+{
+    return d->batch_first ? (size_t)b * d->steps + t : (size_t)t * d->batch + b;
+}
+static inline int fr_btime(const fr_dims *d, int t, int len) { return d->reverse ? len - 1 - t : t; }
+
+/* floats of one thread's area: xg (K*c, I/2 pairs), xp (K*c, GH), a (c, GH), h, cell
+   (c, H), hb (c, H/2 pairs) */
+static size_t fr_bper_thread(const fr_dims *d)
+{
+    const size_t c = (size_t)fr_bchunk(d), K = (size_t)fr_bxblock(d), H = (size_t)d->hidden;
+    const size_t GH = (size_t)fr_bgates(d->cell) * H;
+    const size_t parts[6] = {fr_bmul(K * c, (size_t)fr_kpairs(d->input)), fr_bmul(K * c, GH),
+                             c * GH, c * H, c * H, c * (size_t)fr_kpairs(d->hidden)};
+    size_t total = 0;
+    for (int q = 0; q < 6; q++) {
+        if (!parts[q] || total + fr_bround(parts[q]) < total) return 0;
+        total += fr_bround(parts[q]);
+    }
+    return total;
+}
+
+size_t fr_bf16_workspace(const fr_dims *d)
+{
+    if (!fr_bdims_ok(d)) return 0;
+    const int GH = fr_bgates(d->cell) * d->hidden;
+    const size_t pih = fr_bpacked(GH, d->input), phh = fr_bpacked(GH, d->hidden);
+    const size_t per = fr_bmul(fr_bper_thread(d), (size_t)fr_bthreads(d));
+    if (!pih || !phh || !per) return 0;
+    const size_t total = FR_BALIGN + fr_bround(pih) + fr_bround(phh) + per;
+    return total < per ? 0 : total;
+}
+
+int fr_bf16_available(void) { return fr_bf16_ok; }
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(FR_NO_AVX512) \
+    && (__GNUC__ >= 10 || defined(__clang__))
+#include <immintrin.h>
+
+int fr_bf16_cpu(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+}
+
+static int fr_env_set(const char *name)
+{
+    const char *env = getenv(name);
+    return env && env[0] && strcmp(env, "0") != 0;
+}
+
+/* decided once, when the library loads, as fr_avx512 (kernels.c) */
+__attribute__((constructor)) static void fr_bf16_init_avx512bf16(void)
+{
+    fr_bf16_ok = fr_bf16_cpu() && !fr_env_set("FASTRNN_PORTABLE")
+              && !fr_env_set("FASTRNN_NO_BF16");
+}
+
+#define FR_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+/* k floats of src as bf16 pairs (k/2 rounded up; an odd k is padded with a zero) */
+static inline __attribute__((always_inline)) FR_BF16 void
+fr_bpairs_avx512bf16(uint32_t *dst, const float *src, int k)
+{
+    int kk = 0;
+    for (; kk + 32 <= k; kk += 32) {
+        const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + kk + 16),
+                                               _mm512_loadu_ps(src + kk));
+        _mm512_storeu_si512((void *)(dst + kk / 2), (__m512i)v);
+    }
+    if (kk < k) {
+        const int rem = k - kk, pairs = (rem + 1) / 2;
+        const __mmask16 mlo = (__mmask16)(rem >= 16 ? 0xffffu : (1u << rem) - 1u);
+        const __mmask16 mhi = (__mmask16)(rem > 16 ? (1u << (rem - 16)) - 1u : 0u);
+        const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(mhi, src + kk + 16),
+                                               _mm512_maskz_loadu_ps(mlo, src + kk));
+        _mm512_mask_storeu_epi32((void *)(dst + kk / 2), (__mmask16)((1u << pairs) - 1u),
+                                 (__m512i)v);
+    }
+}
+
+/* rows of k floats (ld lds) into rows of k/2 pairs (ld ldd pairs) */
+static FR_BF16 void fr_brows_avx512bf16(uint32_t *dst, int ldd, const float *src, size_t lds,
+                                        int rows, int k)
+{
+    for (int r = 0; r < rows; r++)
+        fr_bpairs_avx512bf16(dst + (size_t)r * ldd, src + (size_t)r * lds, k);
+}
+
+/* Panels [p0, p1) of W (n x k, ld ldw) packed for C = A W^T: pair kk of output column
+   p*NR + j at bp[(p*kp + kk)*NR + j]; columns past n are zero. tmp: kp pairs. */
+static FR_BF16 void fr_bpack_avx512bf16(uint32_t *bp, const float *w, int n, int k, int ldw,
+                                        int p0, int p1, uint32_t *tmp)
+{
+    const int kp = fr_kpairs(k);
+    for (int p = p0; p < p1; p++)
+        for (int j = 0; j < FR_BNR; j++) {
+            uint32_t *dst = bp + (size_t)p * kp * FR_BNR + j;
+            const int col = p * FR_BNR + j;
+            if (col < n) {
+                fr_bpairs_avx512bf16(tmp, w + (size_t)col * ldw, k);
+                for (int kk = 0; kk < kp; kk++) dst[(size_t)kk * FR_BNR] = tmp[kk];
+            } else {
+                for (int kk = 0; kk < kp; kk++) dst[(size_t)kk * FR_BNR] = 0;
+            }
+        }
+}
+
+/* one mr x NR tile over k2 pairs; mr is a compile-time constant at every call site */
+static inline __attribute__((always_inline)) FR_BF16 void
+fr_btile_avx512bf16(const int mr, int k2, const uint32_t *a, int lda, const uint32_t *bp,
+                    float *c, int ldc, int nc)
+{
+    __m512 acc0[FR_BMR], acc1[FR_BMR];
+    for (int i = 0; i < mr; i++) { acc0[i] = _mm512_setzero_ps(); acc1[i] = _mm512_setzero_ps(); }
+    for (int kk = 0; kk < k2; kk++) {
+        const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)(bp + (size_t)kk * FR_BNR));
+        const __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(bp + (size_t)kk * FR_BNR + 16));
+        for (int i = 0; i < mr; i++) {
+            const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[(size_t)i * lda + kk]);
+            acc0[i] = _mm512_dpbf16_ps(acc0[i], av, b0);
+            acc1[i] = _mm512_dpbf16_ps(acc1[i], av, b1);
+        }
+    }
+    if (nc == FR_BNR) {
+        for (int i = 0; i < mr; i++) {
+            _mm512_storeu_ps(c + (size_t)i * ldc, acc0[i]);
+            _mm512_storeu_ps(c + (size_t)i * ldc + 16, acc1[i]);
+        }
+    } else {
+        const __mmask16 m0 = (__mmask16)(nc >= 16 ? 0xffffu : (1u << nc) - 1u);
+        const __mmask16 m1 = (__mmask16)(nc > 16 ? (1u << (nc - 16)) - 1u : 0u);
+        for (int i = 0; i < mr; i++) {
+            _mm512_mask_storeu_ps(c + (size_t)i * ldc, m0, acc0[i]);
+            _mm512_mask_storeu_ps(c + (size_t)i * ldc + 16, m1, acc1[i]);
+        }
+    }
+}
+
+/* mr (< 4) rows against four full panels at once (enough independent accumulators
+   when only one or two rows run) */
+static inline __attribute__((always_inline)) FR_BF16 void
+fr_btile_few_avx512bf16(const int mr, int k2, const uint32_t *a, int lda, const uint32_t *bp,
+                        float *c, int ldc)
+{
+    __m512 acc[3][8];
+    const size_t ps = (size_t)FR_BNR * k2;       /* distance between panels */
+    for (int i = 0; i < mr; i++)
+        for (int q = 0; q < 8; q++) acc[i][q] = _mm512_setzero_ps();
+    for (int kk = 0; kk < k2; kk++) {
+        __m512bh b[8];
+        for (int q = 0; q < 8; q++)
+            b[q] = (__m512bh)_mm512_loadu_si512(
+                (const void *)(bp + (q >> 1) * ps + (size_t)kk * FR_BNR + (q & 1) * 16));
+        for (int i = 0; i < mr; i++) {
+            const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[(size_t)i * lda + kk]);
+            for (int q = 0; q < 8; q++) acc[i][q] = _mm512_dpbf16_ps(acc[i][q], av, b[q]);
+        }
+    }
+    for (int i = 0; i < mr; i++)
+        for (int q = 0; q < 8; q++)
+            _mm512_storeu_ps(c + (size_t)i * ldc + (q >> 1) * FR_BNR + (q & 1) * 16, acc[i][q]);
+}
+
+/* C (m x n, ld ldc) = A (m x k2 pairs, ld lda pairs) . packed B. Every element is one
+   accumulator over the pairs in order, whatever m and the tiling: a row's result does
+   not depend on the rows beside it. */
+static FR_BF16 void fr_bgemm_avx512bf16(int m, int n, int k2, const uint32_t *a, int lda,
+                                        const uint32_t *bp, float *c, int ldc)
+{
+    const int np = (n + FR_BNR - 1) / FR_BNR;
+    int p0 = 0;
+    if (m < 4)
+        for (; p0 + 4 <= n / FR_BNR; p0 += 4) {
+            const uint32_t *bpp = bp + (size_t)p0 * FR_BNR * k2;
+            float *cp = c + p0 * FR_BNR;
+            switch (m) {
+            case 3: fr_btile_few_avx512bf16(3, k2, a, lda, bpp, cp, ldc); break;
+            case 2: fr_btile_few_avx512bf16(2, k2, a, lda, bpp, cp, ldc); break;
+            case 1: fr_btile_few_avx512bf16(1, k2, a, lda, bpp, cp, ldc); break;
+            default: break;
+            }
+        }
+    for (int p = p0; p < np; p++) {
+        const int nc = n - p * FR_BNR < FR_BNR ? n - p * FR_BNR : FR_BNR;
+        const uint32_t *bpp = bp + (size_t)p * FR_BNR * k2;
+        float *cp = c + p * FR_BNR;
+        int i = 0;
+        for (; i + FR_BMR <= m; i += FR_BMR)
+            fr_btile_avx512bf16(FR_BMR, k2, a + (size_t)i * lda, lda, bpp,
+                                cp + (size_t)i * ldc, ldc, nc);
+        const uint32_t *ai = a + (size_t)i * lda;
+        float *ci = cp + (size_t)i * ldc;
+        switch (m - i) {
+        case 7: fr_btile_avx512bf16(7, k2, ai, lda, bpp, ci, ldc, nc); break;
+        case 6: fr_btile_avx512bf16(6, k2, ai, lda, bpp, ci, ldc, nc); break;
+        case 5: fr_btile_avx512bf16(5, k2, ai, lda, bpp, ci, ldc, nc); break;
+        case 4: fr_btile_avx512bf16(4, k2, ai, lda, bpp, ci, ldc, nc); break;
+        case 3: fr_btile_avx512bf16(3, k2, ai, lda, bpp, ci, ldc, nc); break;
+        case 2: fr_btile_avx512bf16(2, k2, ai, lda, bpp, ci, ldc, nc); break;
+        case 1: fr_btile_avx512bf16(1, k2, ai, lda, bpp, ci, ldc, nc); break;
+        default: break;
+        }
+    }
+}
+
+FR_BF16 void fr_bf16_round_avx512bf16(unsigned short *dst, const float *src, size_t n)
+{
+    if (!fr_bf16_ok) return;
+    uint32_t tmp[16];
+    for (size_t i = 0; i < n; i += 32) {
+        const int k = n - i < 32 ? (int)(n - i) : 32;
+        fr_bpairs_avx512bf16(tmp, src + i, k);
+        memcpy(dst + i, tmp, sizeof(unsigned short) * (size_t)k);
+    }
+}
+
+int fr_bf16_matmul_avx512bf16(int m, int n, int k, const float *a, int lda, const float *w,
+                              int ldw, float *c, int ldc)
+{
+    if (!fr_bf16_ok || m < 1 || n < 1 || k < 1) return FR_EBADDIMS;
+    const int kp = fr_kpairs(k), np = (n + FR_BNR - 1) / FR_BNR;
+    uint32_t *ap = malloc(sizeof(uint32_t) * (size_t)m * kp);
+    uint32_t *bp = malloc(sizeof(uint32_t) * fr_bpacked(n, k));
+    uint32_t *tmp = malloc(sizeof(uint32_t) * (size_t)kp);
+    int rc = FR_OK;
+    if (ap && bp && tmp) {
+        fr_brows_avx512bf16(ap, kp, a, (size_t)lda, m, k);
+        fr_bpack_avx512bf16(bp, w, n, k, ldw, 0, np, tmp);
+        fr_bgemm_avx512bf16(m, n, kp, ap, kp, bp, c, ldc);
+    } else {
+        rc = FR_EBADDIMS;
+    }
+    free(ap);
+    free(bp);
+    free(tmp);
+    return rc;
+}
+
+/* The chunk's samples ordered by length, longest first (stable), as recurrence.c. */
+static void fr_bsort(const int *lengths, int b0, int nb, int *perm, int *len)
+{
+    for (int r = 0; r < nb; r++) {
+        const int l = lengths[b0 + r];
+        int q = r;
+        while (q > 0 && len[q - 1] < l) { perm[q] = perm[q - 1]; len[q] = len[q - 1]; q--; }
+        perm[q] = r;
+        len[q] = l;
+    }
+}
+
+/* offset in floats of hb (c*H/2 pairs) in a thread's area */
+static size_t fr_bhb_offset(const fr_dims *d)
+{
+    const size_t c = (size_t)fr_bchunk(d), K = (size_t)fr_bxblock(d), H = (size_t)d->hidden;
+    const size_t GH = (size_t)fr_bgates(d->cell) * H;
+    return fr_bround(K * c * fr_kpairs(d->input)) + fr_bround(K * c * GH) + fr_bround(c * GH)
+         + 2 * fr_bround(c * H);
+}
+
+/* Samples [j*c, j*c + nb) through all their steps; w: this thread's area. */
+static FR_BF16 void fr_bchunk_avx512bf16(const fr_dims *d, int j, float *w, float *out, float *h_n,
+                                 float *c_n, const float *x, const int *lengths,
+                                 const float *h0, const float *c0, const uint32_t *pk_ih,
+                                 const uint32_t *pk_hh, const float *b_ih, const float *b_hh)
+{
+    const int B = d->batch, T = d->steps, I = d->input, H = d->hidden, cell = d->cell;
+    const int c = fr_bchunk(d), GH = fr_bgates(cell) * H, K = fr_bxblock(d);
+    const int Ip = fr_kpairs(I), Hp = fr_kpairs(H);
+    const int b0 = j * c, nb = B - b0 < c ? B - b0 : c, lstm = cell == FR_LSTM;
+    uint32_t *xg = (uint32_t *)w;                              /* (K*nb, Ip) pairs */
+    float *xp = w + fr_bround((size_t)K * c * Ip);              /* (K*nb, GH) */
+    float *a = xp + fr_bround((size_t)K * c * GH);              /* (nb, GH) */
+    float *h = a + fr_bround((size_t)c * GH);                   /* (nb, H) */
+    float *cs = h + fr_bround((size_t)c * H);                   /* (nb, H) LSTM */
+    uint32_t *hb = (uint32_t *)(w + fr_bhb_offset(d));          /* (nb, Hp) pairs */
+    int perm[FR_BMAX_CHUNK], len[FR_BMAX_CHUNK] = {0};
+    fr_bsort(lengths, b0, nb, perm, len);
+    const int Tc = len[0];
+
+    for (int r = 0; r < nb; r++) {
+        memcpy(h + (size_t)r * H, h0 + (size_t)(b0 + perm[r]) * H, sizeof(float) * H);
+        if (lstm) memcpy(cs + (size_t)r * H, c0 + (size_t)(b0 + perm[r]) * H, sizeof(float) * H);
+    }
+    int nact = nb;
+    for (int t0 = 0; t0 < Tc; t0 += K) {
+        const int kb = Tc - t0 < K ? Tc - t0 : K;
+        for (int s = 0; s < kb; s++)               /* inputs of the block, as bf16 pairs */
+            for (int r = 0; r < nb; r++) {
+                uint32_t *dst = xg + ((size_t)s * nb + r) * Ip;
+                const int t = t0 + s;
+                if (t < len[r])
+                    fr_bpairs_avx512bf16(dst, x + fr_brow(d, fr_btime(d, t, len[r]),
+                                                          b0 + perm[r]) * I, I);
+                else
+                    memset(dst, 0, sizeof(uint32_t) * Ip);
+            }
+        fr_bgemm_avx512bf16(kb * nb, GH, Ip, xg, Ip, pk_ih, xp, GH);
+        for (int s = 0; s < kb; s++) {
+            const int t = t0 + s;
+            while (nact > 0 && len[nact - 1] <= t) nact--;
+            fr_brows_avx512bf16(hb, Hp, h, (size_t)H, nact, H);
+            fr_bgemm_avx512bf16(nact, GH, Hp, hb, Hp, pk_hh, a, GH);
+            const float *xps = xp + (size_t)s * nb * GH;
+            switch (cell) {
+            case FR_LSTM:
+                lstm_rows_forward_f32(nact, H, xps, a, b_ih, b_hh, h, H, cs, NULL);
+                break;
+            case FR_GRU:
+                gru_rows_forward_f32(nact, H, xps, a, b_ih, b_hh, h, H, NULL);
+                break;
+            default:
+                rnn_rows_forward_f32(nact, H, cell == FR_RNN_RELU, xps, a, b_ih, b_hh, h, H);
+            }
+            if (out)
+                for (int r = 0; r < nact; r++)
+                    memcpy(out + fr_brow(d, fr_btime(d, t, len[r]), b0 + perm[r]) * d->ld,
+                           h + (size_t)r * H, sizeof(float) * H);
+        }
+    }
+    for (int r = 0; r < nb && out; r++)
+        for (int tt = len[r]; tt < T; tt++)
+            memset(out + fr_brow(d, tt, b0 + perm[r]) * d->ld, 0, sizeof(float) * H);
+    for (int r = 0; r < nb; r++) {
+        memcpy(h_n + (size_t)(b0 + perm[r]) * H, h + (size_t)r * H, sizeof(float) * H);
+        if (lstm) memcpy(c_n + (size_t)(b0 + perm[r]) * H, cs + (size_t)r * H, sizeof(float) * H);
+    }
+}
+
+int fr_forward_bf16_avx512bf16(const fr_dims *d, float *out, float *h_n, float *c_n,
+                               const float *x, const int *lengths, const float *h0,
+                               const float *c0, const float *w_ih, const float *w_hh,
+                               const float *b_ih, const float *b_hh, float *ws)
+{
+    if (!fr_bf16_ok || !fr_bdims_ok(d)) return FR_EBADDIMS;
+    for (int b = 0; b < d->batch; b++)
+        if (lengths[b] < 1 || lengths[b] > d->steps) return FR_EBADDIMS;
+    const int GH = fr_bgates(d->cell) * d->hidden, I = d->input, H = d->hidden;
+    const int nchunks = fr_bnchunks(d), nt = fr_bthreads(d);
+    const int np = (GH + FR_BNR - 1) / FR_BNR;
+    const size_t per = fr_bper_thread(d);
+    float *base = (float *)(void *)((char *)ws + ((64 - ((uintptr_t)ws & 63)) & 63));
+    uint32_t *pk_ih = (uint32_t *)base;
+    uint32_t *pk_hh = pk_ih + fr_bround(fr_bpacked(GH, I));
+    float *wthreads = (float *)(pk_hh + fr_bround(fr_bpacked(GH, H)));
+    /* packed by the calling thread before the region: a barrier after packing inside it
+       would make every call wait for the slowest thread to wake up (on a busy machine
+       a scheduler tick), where the chunks below are handed out dynamically */
+    fr_bpack_avx512bf16(pk_ih, w_ih, GH, I, I, 0, np, (uint32_t *)wthreads);
+    fr_bpack_avx512bf16(pk_hh, w_hh, GH, H, H, 0, np, (uint32_t *)(wthreads + fr_bhb_offset(d)));
+    (void)nt;
+#pragma omp parallel num_threads(nt)
+    {
+        FR_FTZ_ON();
+        FR_NOTE_TEAM();
+        float *w = wthreads + per * (size_t)FR_THREAD_NUM();
+#pragma omp for schedule(dynamic, 1)
+        for (int j = 0; j < nchunks; j++)
+            fr_bchunk_avx512bf16(d, j, w, out, h_n, c_n, x, lengths, h0, c0, pk_ih, pk_hh,
+                                 b_ih, b_hh);
+        FR_FTZ_OFF();
+    }
+    return FR_OK;
+}
+
+#else   /* no AVX512_BF16 code in this build */
+int fr_bf16_cpu(void) { return 0; }
+void fr_bf16_round_avx512bf16(unsigned short *dst, const float *src, size_t n)
+{
+    (void)dst; (void)src; (void)n;
+}
+int fr_bf16_matmul_avx512bf16(int m, int n, int k, const float *a, int lda, const float *w,
+                              int ldw, float *c, int ldc)
+{
+    (void)m; (void)n; (void)k; (void)a; (void)lda; (void)w; (void)ldw; (void)c; (void)ldc;
+    return FR_EBADDIMS;
+}
+int fr_forward_bf16_avx512bf16(const fr_dims *d, float *out, float *h_n, float *c_n,
+                               const float *x, const int *lengths, const float *h0,
+                               const float *c0, const float *w_ih, const float *w_hh,
+                               const float *b_ih, const float *b_hh, float *ws)
+{
+    (void)d; (void)out; (void)h_n; (void)c_n; (void)x; (void)lengths; (void)h0; (void)c0;
+    (void)w_ih; (void)w_hh; (void)b_ih; (void)b_hh; (void)ws;
+    return FR_EBADDIMS;
+}
+#endif
