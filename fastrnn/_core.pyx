@@ -659,6 +659,131 @@ def embedding_backward(ids, lengths, d_out, map, rows_out, values_out, int skip_
     return count
 
 
+# ---------------------------------------------------------------- optimizer step (optim.c)
+# Clipping by global norm and one optimizer step over every dense parameter of a model in
+# one call. Every array is checked here (dtype, C order, writability, exact size).
+
+cdef extern from "optim.h" nogil:
+    ctypedef struct fr_optim_hyper:
+        int kind
+        int nesterov
+        double lr, weight_decay, momentum, beta1, beta2, alpha, eps
+    ctypedef struct fr_optim_array:
+        void *p
+        void *g
+        void *s1
+        void *s2
+        long long n
+        double c1, c2
+        int first
+    size_t fr_optim_workspace(int n_arrays, const fr_optim_array *a)
+    int fr_optim_step_f32(const fr_optim_hyper *h, int n_arrays, const fr_optim_array *a,
+                          double max_norm, int n_threads, double *ws, double *total_norm)
+    int fr_optim_step_f64(const fr_optim_hyper *h, int n_arrays, const fr_optim_array *a,
+                          double max_norm, int n_threads, double *ws, double *total_norm)
+
+OPTIMIZER_KINDS = {'sgd': 0, 'adam': 1, 'adamw': 2, 'rmsprop': 3}
+
+
+cdef void* _optim_array(object a, str name, int typenum, Py_ssize_t n,
+                        bint optional=False) except? NULL:
+    """Address of a writable C-contiguous array of `typenum` with exactly n elements."""
+    if a is None and optional:
+        return NULL
+    cdef void *ptr = _ptr(a, name, typenum, n, True)
+    if cnp.PyArray_SIZE(<cnp.ndarray>a) != n:
+        raise ValueError(f"fastrnn core: {name} has {cnp.PyArray_SIZE(<cnp.ndarray>a)} "
+                         f"elements, expected {n}")
+    return ptr
+
+
+def optim_step(str kind, tuple hyper, list params, list grads, list state1, list state2,
+               list c1, list c2, list first, list extra, double max_norm, int n_threads):
+    """Clip and step in one call (src_c/optim.c). kind: 'sgd', 'adam', 'adamw',
+    'rmsprop'; hyper = (lr, weight_decay, momentum, nesterov, beta1, beta2, alpha, eps).
+    Array i: params[i] updated in place by grads[i] with its state arrays state1[i],
+    state2[i] (None when unused; see optim.h), Adam's c1[i] = lr / (1 - beta1^t) and
+    c2[i] = sqrt(1 - beta2^t), first[i]: SGD's momentum buffer starts at this step.
+    extra: gradients that only count in the norm (and are scaled with the others).
+    max_norm > 0 clips by the global norm first (every gradient scaled in place) and
+    the norm before clipping is returned; otherwise nothing is clipped and None is
+    returned. All arrays: one float dtype, C-contiguous, writable."""
+    if kind not in OPTIMIZER_KINDS:
+        raise ValueError(f"fastrnn core: unknown optimizer {kind!r}")
+    cdef Py_ssize_t n = len(params), ne = len(extra), i
+    if not (len(grads) == len(state1) == len(state2) == len(c1) == len(c2) == len(first)
+            == n):
+        raise ValueError("fastrnn core: params, grads, state1, state2, c1, c2 and first "
+                         "must have the same length")
+    if len(hyper) != 8:
+        raise ValueError("fastrnn core: hyper must be (lr, weight_decay, momentum, "
+                         "nesterov, beta1, beta2, alpha, eps)")
+    cdef fr_optim_hyper h
+    h.kind = OPTIMIZER_KINDS[kind]
+    h.lr, h.weight_decay, h.momentum = hyper[0], hyper[1], hyper[2]
+    h.nesterov = 1 if hyper[3] else 0
+    h.beta1, h.beta2, h.alpha, h.eps = hyper[4], hyper[5], hyper[6], hyper[7]
+    if n + ne == 0:
+        return 0.0 if max_norm > 0 else None
+    first_array = params[0] if n else extra[0]
+    if not isinstance(first_array, np.ndarray):
+        raise TypeError("fastrnn core: params and grads must be numpy arrays")
+    cdef int tn = _typenum_of(first_array.dtype)
+    cdef bint needs1 = h.kind != 0 or h.momentum != 0
+    cdef bint needs2 = h.kind in (1, 2) or (h.kind == 3 and h.momentum != 0)
+    cdef fr_optim_array *arr = <fr_optim_array*>malloc((n + ne) * sizeof(fr_optim_array))
+    if arr == NULL:
+        raise MemoryError()
+    cdef double *ws = NULL
+    cdef double total = -1
+    cdef int rc, nt = max(1, n_threads)
+    cdef Py_ssize_t size
+    try:
+        for i in range(n):
+            p = params[i]
+            if not isinstance(p, np.ndarray):
+                raise TypeError(f"fastrnn core: params[{i}] must be a numpy array")
+            size = cnp.PyArray_SIZE(<cnp.ndarray>p)
+            arr[i].n = size
+            arr[i].p = _optim_array(p, f'params[{i}]', tn, size)
+            arr[i].g = _optim_array(grads[i], f'grads[{i}]', tn, size)
+            arr[i].s1 = _optim_array(state1[i], f'state1[{i}]', tn, size, not needs1)
+            arr[i].s2 = _optim_array(state2[i], f'state2[{i}]', tn, size, not needs2)
+            if size and (arr[i].p == arr[i].g or arr[i].p == arr[i].s1
+                         or arr[i].p == arr[i].s2 or arr[i].g == arr[i].s1
+                         or arr[i].g == arr[i].s2
+                         or (arr[i].s1 != NULL and arr[i].s1 == arr[i].s2)):
+                raise ValueError(f"fastrnn core: params[{i}], grads[{i}] and its state "
+                                 f"arrays must be distinct arrays")
+            arr[i].c1 = c1[i]
+            arr[i].c2 = c2[i]
+            arr[i].first = 1 if first[i] else 0
+        for i in range(ne):
+            g = extra[i]
+            if not isinstance(g, np.ndarray):
+                raise TypeError(f"fastrnn core: extra[{i}] must be a numpy array")
+            size = cnp.PyArray_SIZE(<cnp.ndarray>g)
+            arr[n + i].n = size
+            arr[n + i].g = _optim_array(g, f'extra[{i}]', tn, size)
+            arr[n + i].p = arr[n + i].s1 = arr[n + i].s2 = NULL
+            arr[n + i].c1 = arr[n + i].c2 = 0
+            arr[n + i].first = 0
+        ws = <double*>malloc(fr_optim_workspace(<int>(n + ne), arr) * sizeof(double))
+        if ws == NULL:
+            raise MemoryError()
+        with nogil:
+            if tn == cnp.NPY_FLOAT32:
+                rc = fr_optim_step_f32(&h, <int>(n + ne), arr, max_norm, nt, ws, &total)
+            else:
+                rc = fr_optim_step_f64(&h, <int>(n + ne), arr, max_norm, nt, ws, &total)
+    finally:
+        free(arr)
+        free(ws)
+    if rc != 0:
+        raise ValueError("fastrnn core: invalid optimizer call (kind or state arrays)")
+    return total if max_norm > 0 else None
+
+
 # ---------------------------------------------------------------- streaming (stream.c)
 # One object per running stream: it owns its buffer (packed weights, state, scratch) and
 # its output array, so streams over one model never share anything writable; one stream

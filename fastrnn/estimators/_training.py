@@ -8,7 +8,6 @@ import warnings
 
 import numpy as np
 
-from ..optim import clip_grad_norm
 from ._inputs import rows_of
 __all__ = ["TrainingData", "train_epochs"]
 
@@ -132,6 +131,7 @@ def _run_batches(est, data, tr, bs):
     batch is not applied)."""
     order = est._rng_.permutation(tr) if est.shuffle else tr
     params = est.model_.params()
+    clip = None if est.clip_grad_norm is None else float(est.clip_grad_norm)
     total, wsum = 0.0, 0.0
     n_batches = (len(order) + bs - 1) // bs
     for bi in range(n_batches):
@@ -145,9 +145,8 @@ def _run_batches(est, data, tr, bs):
         if not np.isfinite(loss):
             return None
         grads = est._backward_batch(d_out, nt)
-        if est.clip_grad_norm is not None:
-            clip_grad_norm(grads, float(est.clip_grad_norm))
-        est._optimizer.step(params, grads)
+        # clipping and the update of every dense parameter: one call into the core
+        est._optimizer.step(params, grads, max_norm=clip, n_threads=nt)
         est.t_ += len(b)
         w = float(wb.sum())
         total += loss * w
