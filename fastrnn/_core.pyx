@@ -165,6 +165,118 @@ def _init_blas_threads():
 _init_blas_threads()
 
 
+# ---- idle OpenBLAS pools (numpy's and scipy's)
+# After a multithreaded product, OpenBLAS' worker threads busy-wait for new work for a
+# while (its THREAD_TIMEOUT, read from the environment once, when the library loads)
+# before they sleep; numpy bundles its own OpenBLAS, separate from scipy's. Spinning,
+# they take the cores from the core's OpenMP threads (a per-step model went from 28 to
+# 63 ms a step after a numpy product). Setting their thread count to 1 does not stop
+# threads already spinning (measured: bench/numpy_pool.py); OpenBLAS'
+# blas_thread_shutdown_ does: it joins them at once, and the library starts a new pool
+# on its next threaded call (the path it takes after fork).
+#   * Other pools (numpy's): stopped as a core call that uses BLAS begins. Nothing
+#     restarts them until numpy's next threaded product.
+#   * scipy's pool (the one whose thread count the core sets to 1 during a call):
+#     setting its count restarts a stopped pool (and the new thread spins), so it is
+#     stopped only by hold_blas(), which fit holds for its whole run: set to 1 once,
+#     then stopped; restored (and restarted) once at the end.
+# A pool busy in another Python thread must not be shut down under it, so pools are
+# stopped only when the calling thread is the process's only Python thread.
+ctypedef int (*blas_shutdown_t)() noexcept nogil
+cdef blas_shutdown_t _pool_shutdown[8]
+cdef int _n_pools = 0
+cdef blas_shutdown_t _own_pool_shutdown = NULL
+OPENBLAS_POOLS = []     # paths of the OpenBLAS libraries whose idle pools are stopped
+
+
+def _find_openblas_pools():
+    """(path, address of blas_thread_shutdown_, whether it is the library of the
+    thread-count setter the core uses) of every OpenBLAS loaded in the process (numpy's
+    and scipy's bundled copies), read from /proc/self/maps (Linux only)."""
+    try:
+        with open('/proc/self/maps') as f:
+            paths = sorted({line.split(None, 5)[5].strip() for line in f
+                            if 'openblas' in line.lower() and len(line.split(None, 5)) == 6})
+    except OSError:
+        return []
+    own = <uintptr_t>_blas_set
+    found = []
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+            fn = getattr(lib, 'blas_thread_shutdown_')
+        except (OSError, AttributeError):
+            continue
+        setter = getattr(lib, BLAS_THREADS_SYMBOL, None) if BLAS_THREADS_SYMBOL else None
+        is_own = setter is not None and ctypes.cast(setter, ctypes.c_void_p).value == own
+        found.append((path, ctypes.cast(fn, ctypes.c_void_p).value, is_own))
+    return found
+
+
+def _init_openblas_pools():
+    global _n_pools, _own_pool_shutdown
+    _n_pools = 0
+    _own_pool_shutdown = NULL
+    del OPENBLAS_POOLS[:]
+    for path, addr, is_own in _find_openblas_pools():
+        if is_own:
+            _own_pool_shutdown = <blas_shutdown_t><uintptr_t>addr
+        elif _n_pools < 8:
+            _pool_shutdown[_n_pools] = <blas_shutdown_t><uintptr_t>addr
+            _n_pools += 1
+        else:
+            continue
+        OPENBLAS_POOLS.append(path)
+
+_init_openblas_pools()
+
+import threading as _threading
+
+
+cdef bint _stop_idle_pools(bint own) except -1:
+    if _threading.active_count() != 1:
+        return False
+    cdef int i
+    with nogil:
+        for i in range(_n_pools):
+            _pool_shutdown[i]()
+        if own and _own_pool_shutdown != NULL:
+            _own_pool_shutdown()
+    return True
+
+
+def _set_pool_control(bint enabled):
+    """Benchmark/testing hook: with False the core leaves idle OpenBLAS pools alone."""
+    global _n_pools, _own_pool_shutdown
+    if enabled:
+        _init_openblas_pools()
+    else:
+        _n_pools = 0
+        _own_pool_shutdown = NULL
+
+
+def stop_idle_blas_pools():
+    """Stop the worker threads of the OpenBLAS pools other than scipy's (numpy's: idle
+    ones spin and take cores from the core's threads); they restart on their library's
+    next threaded call. Every core call that uses BLAS does this first. Does nothing
+    while other Python threads run (one of them may be using a pool). True when done."""
+    return _stop_idle_pools(False)
+
+
+def hold_blas():
+    """Until the matching release_blas(): scipy's BLAS runs single-threaded and every
+    idle OpenBLAS pool, scipy's included, is stopped, so that only the core's threads
+    run (fit holds it for its whole run). Holds nest; the last release restores scipy's
+    thread count."""
+    _blas_hold_one()
+    _stop_idle_pools(True)
+
+
+def release_blas():
+    """Ends a hold_blas()."""
+    _blas_restore()
+
+
 # The setting is process-wide, so overlapping calls (several Python threads) share one
 # hold: the first call in saves the count and sets 1, the last call out restores it.
 # Both run with the GIL held, which makes the counter updates atomic.
@@ -174,6 +286,8 @@ cdef int _blas_saved = 0
 
 cdef int _blas_hold_one() except -1:
     global _blas_active, _blas_saved
+    if _blas_active == 0:
+        _stop_idle_pools(False)
     if _blas_get == NULL:
         return 0
     if _blas_active == 0:

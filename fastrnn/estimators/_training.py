@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 
+from .. import _core
 from ._inputs import rows_of
 __all__ = ["TrainingData", "train_epochs"]
 
@@ -50,7 +51,17 @@ def restore(est, snap):
 
 def train_epochs(est, data, tr, va, epochs, incremental):
     """Up to `epochs` passes over the sequences `tr`; `va` (or None) scores early
-    stopping."""
+    stopping. For the whole run only the core's threads work: scipy's BLAS is held to
+    one thread and idle OpenBLAS pools (numpy's, scipy's) are stopped (_core.hold_blas);
+    nothing in a training step calls numpy's BLAS."""
+    _core.hold_blas()
+    try:
+        _train_epochs(est, data, tr, va, epochs, incremental)
+    finally:
+        _core.release_blas()
+
+
+def _train_epochs(est, data, tr, va, epochs, incremental):
     bs = min(int(est.batch_size), len(tr))
     first_epoch = est.n_iter_
     start = None if incremental else _initial_loss(est, data, tr[:bs])
