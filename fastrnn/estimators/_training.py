@@ -32,13 +32,28 @@ class TrainingData:
         return xb, lb, self.Y[rows], np.repeat(self.sw[b], lb)
 
 
-def snapshot(est, training_state=False):
+def snapshot(est, training_state=False, into=None):
     """Copies of the weights; with training_state also of the optimizer's state and the
-    sample count, so a fit rolled back to it continues as if from there."""
-    snap = {k: v.copy() for k, v in est.model_.params().items()}
+    sample count, so a fit rolled back to it continues as if from there. `into`: an
+    earlier snapshot no longer needed, whose arrays are reused (no fresh allocation,
+    and so no page faults, once per epoch)."""
+    snap = {k: _copy_into(into, k, v) for k, v in est.model_.params().items()}
     if training_state:
-        snap["__training_state__"] = (copy.deepcopy(est._optimizer.state), est.t_)
+        old = into.get("__training_state__", ({}, 0))[0] if into else {}
+        state = {key: {name: _copy_into(old.get(key), name, a) if isinstance(a, np.ndarray)
+                       else copy.deepcopy(a) for name, a in st.items()}
+                 for key, st in est._optimizer.state.items()}
+        snap["__training_state__"] = (state, est.t_)
     return snap
+
+
+def _copy_into(old, key, a):
+    """A copy of array `a`, written into old[key] when that array fits."""
+    buf = old.get(key) if old else None
+    if isinstance(buf, np.ndarray) and buf.shape == a.shape and buf.dtype == a.dtype:
+        np.copyto(buf, a)
+        return buf
+    return a.copy()
 
 
 def restore(est, snap):
@@ -66,6 +81,7 @@ def _train_epochs(est, data, tr, va, epochs, incremental):
     first_epoch = est.n_iter_
     start = None if incremental else _initial_loss(est, data, tr[:bs])
     best = None if incremental else (start, snapshot(est), 0)   # (loss, weights, epoch)
+    spare = None    # the snapshot before last_good: its arrays are reused
     for _ in range(epochs):
         t0 = time.perf_counter()
         done, last_good = est.n_iter_, None
@@ -73,7 +89,7 @@ def _train_epochs(est, data, tr, va, epochs, incremental):
         # without the GIL and are never cut short) rolls the model back to the end of the
         # last completed epoch: weights, optimizer state, counters.
         try:
-            last_good = snapshot(est, training_state=True)
+            last_good = snapshot(est, training_state=True, into=spare)
             epoch_loss = _run_batches(est, data, tr, bs)
             if epoch_loss is None or not all(np.isfinite(v).all()
                                              for v in est.model_.params().values()):
@@ -82,13 +98,14 @@ def _train_epochs(est, data, tr, va, epochs, incremental):
             est.loss_curve_.append(epoch_loss)
             est.n_iter_ += 1
             if not incremental and epoch_loss < best[0]:
-                best = (epoch_loss, snapshot(est), est.n_iter_)
+                best = (epoch_loss, snapshot(est, into=best[1]), est.n_iter_)
             stop = _end_of_epoch(est, data, va, epoch_loss, incremental)
         except KeyboardInterrupt:
             _interrupted(est, done, last_good)
             return
         if est.verbose:
             _report(est, epoch_loss, time.perf_counter() - t0)
+        spare = last_good
         if stop:
             break
     if est.early_stopping and not incremental and getattr(est, "_best_params", None):
