@@ -9,9 +9,11 @@
    Exactness: each formula is written as fastrnn/optim.py writes it, operation by
    operation, in the array's own type with the Python scalars rounded to it first (as
    numpy 2 does for a Python float times a float32 array), so the result is the same
-   bits numpy gives. This file is deliberately NOT cloned for AVX-512 (FR_CLONES): gcc
-   would contract a*b+c into FMAs there and change the last bit. Denormals are not
-   flushed either (numpy does not flush them).
+   bits numpy gives. gcc would contract a*b+c into FMAs in an AVX-512 clone and change
+   the last bit, so contraction is off here. Denormals are not
+   flushed either (numpy does not flush them). The update loops are cloned for AVX-512
+   (16 lanes of IEEE division and square root; the same bits) with FMA contraction
+   switched off for them (FR_OPT_CLONES).
 
    Threads: the arrays are cut into blocks of FR_OPT_BLOCK elements. The squared norm is
    one double partial per block (8 interleaved accumulators, in a fixed order) and the
@@ -25,6 +27,12 @@
 #else
 
 #if FR_IS_FLOAT
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(FR_NO_CLONES)
+#define FR_OPT_CLONES __attribute__((target_clones("avx512f", "default"), \
+                                     optimize("fp-contract=off")))
+#else
+#define FR_OPT_CLONES
+#endif
 #define FR_OPT_BLOCK 8192
 #define FR_OPT_MIN_WORK 65536.0   /* elements per thread below which threads do not pay */
 
@@ -74,14 +82,14 @@ static double FR(opt_sumsq)(const real *restrict g, int64_t lo, int64_t hi)
 }
 
 /* g[lo..hi) *= scale, as numpy's `g *= coef` */
-static void FR(opt_scale)(real *restrict g, int64_t lo, int64_t hi, real scale)
+FR_OPT_CLONES static void FR(opt_scale)(real *restrict g, int64_t lo, int64_t hi, real scale)
 {
     for (int64_t k = lo; k < hi; k++) g[k] = g[k] * scale;
 }
 
 /* SGD (optim.SGD._update):  g = g + wd p;  b = g (first) or b = m b + g;
    g = g + m b (nesterov) or g = b;  p = p - lr g */
-static void FR(opt_sgd)(const fr_optim_hyper *h, const fr_optim_array *a, int64_t lo,
+FR_OPT_CLONES static void FR(opt_sgd)(const fr_optim_hyper *h, const fr_optim_array *a, int64_t lo,
                         int64_t hi)
 {
     real *restrict p = a->p, *restrict b = a->s1;
@@ -103,7 +111,7 @@ static void FR(opt_sgd)(const fr_optim_hyper *h, const fr_optim_array *a, int64_
 /* Adam / AdamW (optim.Adam._update):  AdamW: p = p * (1 - lr wd); Adam: g = g + wd p;
    m = m + (1 - b1)(g - m);  v = v b2;  v = v + ((1 - b2) g) g;
    p = p - c1 (m / (sqrt(v) / c2 + eps)) */
-static void FR(opt_adam)(const fr_optim_hyper *h, const fr_optim_array *a, int64_t lo,
+FR_OPT_CLONES static void FR(opt_adam)(const fr_optim_hyper *h, const fr_optim_array *a, int64_t lo,
                          int64_t hi)
 {
     real *restrict p = a->p, *restrict m = a->s1, *restrict v = a->s2;
@@ -130,7 +138,7 @@ static void FR(opt_adam)(const fr_optim_hyper *h, const fr_optim_array *a, int64
 
 /* RMSprop (optim.RMSprop._update):  g = g + wd p;  v = v a;  v = v + ((1 - a) g) g;
    u = g / (sqrt(v) + eps);  b = m b + u, u = b (momentum);  p = p - lr u */
-static void FR(opt_rmsprop)(const fr_optim_hyper *h, const fr_optim_array *a, int64_t lo,
+FR_OPT_CLONES static void FR(opt_rmsprop)(const fr_optim_hyper *h, const fr_optim_array *a, int64_t lo,
                             int64_t hi)
 {
     real *restrict p = a->p, *restrict v = a->s1, *restrict b = a->s2;
