@@ -799,11 +799,19 @@ cdef extern from "optim.h" nogil:
 OPTIMIZER_KINDS = {'sgd': 0, 'adam': 1, 'adamw': 2, 'rmsprop': 3}
 
 
-cdef void* _optim_array(object a, str name, int typenum, Py_ssize_t n,
+cdef void* _optim_array(object a, str what, Py_ssize_t i, int typenum, Py_ssize_t n,
                         bint optional=False) except? NULL:
-    """Address of a writable C-contiguous array of `typenum` with exactly n elements."""
+    """Address of a writable C-contiguous array of `typenum` with exactly n elements,
+    the array `what`[i] (its name is only formatted for an error)."""
+    cdef cnp.ndarray arr
     if a is None and optional:
         return NULL
+    if isinstance(a, np.ndarray):
+        arr = <cnp.ndarray>a
+        if (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(arr)
+                and cnp.PyArray_ISWRITEABLE(arr) and cnp.PyArray_SIZE(arr) == n and n > 0):
+            return cnp.PyArray_DATA(arr)
+    name = f'{what}[{i}]'
     cdef void *ptr = _ptr(a, name, typenum, n, True)
     if cnp.PyArray_SIZE(<cnp.ndarray>a) != n:
         raise ValueError(f"fastrnn core: {name} has {cnp.PyArray_SIZE(<cnp.ndarray>a)} "
@@ -859,10 +867,10 @@ def optim_step(str kind, tuple hyper, list params, list grads, list state1, list
                 raise TypeError(f"fastrnn core: params[{i}] must be a numpy array")
             size = cnp.PyArray_SIZE(<cnp.ndarray>p)
             arr[i].n = size
-            arr[i].p = _optim_array(p, f'params[{i}]', tn, size)
-            arr[i].g = _optim_array(grads[i], f'grads[{i}]', tn, size)
-            arr[i].s1 = _optim_array(state1[i], f'state1[{i}]', tn, size, not needs1)
-            arr[i].s2 = _optim_array(state2[i], f'state2[{i}]', tn, size, not needs2)
+            arr[i].p = _optim_array(p, 'params', i, tn, size)
+            arr[i].g = _optim_array(grads[i], 'grads', i, tn, size)
+            arr[i].s1 = _optim_array(state1[i], 'state1', i, tn, size, not needs1)
+            arr[i].s2 = _optim_array(state2[i], 'state2', i, tn, size, not needs2)
             if size and (arr[i].p == arr[i].g or arr[i].p == arr[i].s1
                          or arr[i].p == arr[i].s2 or arr[i].g == arr[i].s1
                          or arr[i].g == arr[i].s2
@@ -878,7 +886,7 @@ def optim_step(str kind, tuple hyper, list params, list grads, list state1, list
                 raise TypeError(f"fastrnn core: extra[{i}] must be a numpy array")
             size = cnp.PyArray_SIZE(<cnp.ndarray>g)
             arr[n + i].n = size
-            arr[n + i].g = _optim_array(g, f'extra[{i}]', tn, size)
+            arr[n + i].g = _optim_array(g, 'extra', i, tn, size)
             arr[n + i].p = arr[n + i].s1 = arr[n + i].s2 = NULL
             arr[n + i].c1 = arr[n + i].c2 = 0
             arr[n + i].first = 0

@@ -102,6 +102,11 @@ class Optimizer:
             max_norm = _check_real(max_norm, "max_norm", 0.0, low_open=True)
         dense, sparse = [], []
         for key, g in grads.items():
+            p = params.get(key)
+            if (type(p) is np.ndarray and type(g) is np.ndarray and g.dtype == p.dtype
+                    and g.shape == p.shape and p.dtype.kind == "f" and p.flags.writeable):
+                dense.append((key, p, g))    # the common case, every check passed at once
+                continue
             p = self._checked_param(params, key)
             rows, g = self._checked_grad(g, key, p)
             if rows is None:
