@@ -150,7 +150,7 @@ def _report_divergence(est, start, losses, best):
                   f"{losses[-1]:.4g} in the last epoch; {kept}. The step size is likely "
                   f"too large for this data: lower learning_rate (now {est.learning_rate}) "
                   f"or clip gradients harder (clip_grad_norm, now {est.clip_grad_norm}).",
-                  RuntimeWarning, stacklevel=6)
+                  RuntimeWarning, stacklevel=7)
 
 
 def _run_batches(est, data, tr, bs):
@@ -216,14 +216,14 @@ def _interrupted(est, done, last_good):
         del est.validation_scores_[est.n_iter_:]
     warnings.warn(f"fit interrupted (KeyboardInterrupt) in epoch {done + 1}; the model "
                   f"keeps the weights of the last completed epoch ({est.n_iter_}) and "
-                  f"can be used or trained further.", RuntimeWarning, stacklevel=6)
+                  f"can be used or trained further.", RuntimeWarning, stacklevel=7)
 
 
 def _diverged(est, last_good):
     restore(est, last_good)
     warnings.warn(f"fit stopped in epoch {est.n_iter_ + 1}: the loss became NaN or "
                   f"infinite; the weights after epoch {est.n_iter_} were kept. Try a "
-                  f"lower learning_rate or clip_grad_norm.", RuntimeWarning, stacklevel=6)
+                  f"lower learning_rate or clip_grad_norm.", RuntimeWarning, stacklevel=7)
 
 
 def _progress(done, total, loss):
