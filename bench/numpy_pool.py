@@ -40,10 +40,8 @@ def numpy_openblas():
 
 
 def set_threads_fn(lib):
-    for name in dir(lib) if False else ("scipy_openblas_set_num_threads64_",
-                                         "scipy_openblas_set_num_threads",
-                                         "openblas_set_num_threads64_",
-                                         "openblas_set_num_threads"):
+    for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                 "openblas_set_num_threads64_", "openblas_set_num_threads"):
         try:
             return getattr(lib, name)
         except AttributeError:
