@@ -23,7 +23,7 @@ from setuptools.modified import newer_group
 
 C_SOURCES = ["src_c/recurrence.c", "src_c/lstm.c", "src_c/gru.c", "src_c/rnn.c",
              "src_c/kernels.c", "src_c/vmath.c", "src_c/dense.c", "src_c/xent.c",
-             "src_c/embedding.c", "src_c/stream.c", "src_c/bf16.c"]
+             "src_c/embedding.c", "src_c/stream.c", "src_c/bf16.c", "src_c/optim.c"]
 BASE_FLAGS = ["-O3", "-std=gnu11", "-fno-trapping-math", "-fno-math-errno"]
 
 
@@ -148,7 +148,7 @@ def extensions():
         include_dirs=["src_c", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         depends=["src_c/fastrnn.h", "src_c/instantiate.h", "src_c/cells.h", "src_c/mathfn.h",
-                 "src_c/kernels.h", "src_c/threads.h", "src_c/bf16.h"],
+                 "src_c/kernels.h", "src_c/threads.h", "src_c/bf16.h", "src_c/optim.h"],
     )
     return cythonize([ext], language_level=3)
 

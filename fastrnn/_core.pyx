@@ -165,6 +165,118 @@ def _init_blas_threads():
 _init_blas_threads()
 
 
+# ---- idle OpenBLAS pools (numpy's and scipy's)
+# After a multithreaded product, OpenBLAS' worker threads busy-wait for new work for a
+# while (its THREAD_TIMEOUT, read from the environment once, when the library loads)
+# before they sleep; numpy bundles its own OpenBLAS, separate from scipy's. Spinning,
+# they take the cores from the core's OpenMP threads (a per-step model went from 28 to
+# 63 ms a step after a numpy product). Setting their thread count to 1 does not stop
+# threads already spinning (measured: bench/numpy_pool.py); OpenBLAS'
+# blas_thread_shutdown_ does: it joins them at once, and the library starts a new pool
+# on its next threaded call (the path it takes after fork).
+#   * Other pools (numpy's): stopped as a core call that uses BLAS begins. Nothing
+#     restarts them until numpy's next threaded product.
+#   * scipy's pool (the one whose thread count the core sets to 1 during a call):
+#     setting its count restarts a stopped pool (and the new thread spins), so it is
+#     stopped only by hold_blas(), which fit holds for its whole run: set to 1 once,
+#     then stopped; restored (and restarted) once at the end.
+# A pool busy in another Python thread must not be shut down under it, so pools are
+# stopped only when the calling thread is the process's only Python thread.
+ctypedef int (*blas_shutdown_t)() noexcept nogil
+cdef blas_shutdown_t _pool_shutdown[8]
+cdef int _n_pools = 0
+cdef blas_shutdown_t _own_pool_shutdown = NULL
+OPENBLAS_POOLS = []     # paths of the OpenBLAS libraries whose idle pools are stopped
+
+
+def _find_openblas_pools():
+    """(path, address of blas_thread_shutdown_, whether it is the library of the
+    thread-count setter the core uses) of every OpenBLAS loaded in the process (numpy's
+    and scipy's bundled copies), read from /proc/self/maps (Linux only)."""
+    try:
+        with open('/proc/self/maps') as f:
+            paths = sorted({line.split(None, 5)[5].strip() for line in f
+                            if 'openblas' in line.lower() and len(line.split(None, 5)) == 6})
+    except OSError:
+        return []
+    own = <uintptr_t>_blas_set
+    found = []
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+            fn = getattr(lib, 'blas_thread_shutdown_')
+        except (OSError, AttributeError):
+            continue
+        setter = getattr(lib, BLAS_THREADS_SYMBOL, None) if BLAS_THREADS_SYMBOL else None
+        is_own = setter is not None and ctypes.cast(setter, ctypes.c_void_p).value == own
+        found.append((path, ctypes.cast(fn, ctypes.c_void_p).value, is_own))
+    return found
+
+
+def _init_openblas_pools():
+    global _n_pools, _own_pool_shutdown
+    _n_pools = 0
+    _own_pool_shutdown = NULL
+    del OPENBLAS_POOLS[:]
+    for path, addr, is_own in _find_openblas_pools():
+        if is_own:
+            _own_pool_shutdown = <blas_shutdown_t><uintptr_t>addr
+        elif _n_pools < 8:
+            _pool_shutdown[_n_pools] = <blas_shutdown_t><uintptr_t>addr
+            _n_pools += 1
+        else:
+            continue
+        OPENBLAS_POOLS.append(path)
+
+_init_openblas_pools()
+
+import threading as _threading
+
+
+cdef bint _stop_idle_pools(bint own) except -1:
+    if _threading.active_count() != 1:
+        return False
+    cdef int i
+    with nogil:
+        for i in range(_n_pools):
+            _pool_shutdown[i]()
+        if own and _own_pool_shutdown != NULL:
+            _own_pool_shutdown()
+    return True
+
+
+def _set_pool_control(bint enabled):
+    """Benchmark/testing hook: with False the core leaves idle OpenBLAS pools alone."""
+    global _n_pools, _own_pool_shutdown
+    if enabled:
+        _init_openblas_pools()
+    else:
+        _n_pools = 0
+        _own_pool_shutdown = NULL
+
+
+def stop_idle_blas_pools():
+    """Stop the worker threads of the OpenBLAS pools other than scipy's (numpy's: idle
+    ones spin and take cores from the core's threads); they restart on their library's
+    next threaded call. Every core call that uses BLAS does this first. Does nothing
+    while other Python threads run (one of them may be using a pool). True when done."""
+    return _stop_idle_pools(False)
+
+
+def hold_blas():
+    """Until the matching release_blas(): scipy's BLAS runs single-threaded and every
+    idle OpenBLAS pool, scipy's included, is stopped, so that only the core's threads
+    run (fit holds it for its whole run). Holds nest; the last release restores scipy's
+    thread count."""
+    _blas_hold_one()
+    _stop_idle_pools(True)
+
+
+def release_blas():
+    """Ends a hold_blas()."""
+    _blas_restore()
+
+
 # The setting is process-wide, so overlapping calls (several Python threads) share one
 # hold: the first call in saves the count and sets 1, the last call out restores it.
 # Both run with the GIL held, which makes the counter updates atomic.
@@ -174,6 +286,8 @@ cdef int _blas_saved = 0
 
 cdef int _blas_hold_one() except -1:
     global _blas_active, _blas_saved
+    if _blas_active == 0:
+        _stop_idle_pools(False)
     if _blas_get == NULL:
         return 0
     if _blas_active == 0:
@@ -657,6 +771,139 @@ def embedding_backward(ids, lengths, d_out, map, rows_out, values_out, int skip_
     if rc != 0:
         raise ValueError(f"fastrnn core: token ids at valid positions must lie in [0, {V})")
     return count
+
+
+# ---------------------------------------------------------------- optimizer step (optim.c)
+# Clipping by global norm and one optimizer step over every dense parameter of a model in
+# one call. Every array is checked here (dtype, C order, writability, exact size).
+
+cdef extern from "optim.h" nogil:
+    ctypedef struct fr_optim_hyper:
+        int kind
+        int nesterov
+        double lr, weight_decay, momentum, beta1, beta2, alpha, eps
+    ctypedef struct fr_optim_array:
+        void *p
+        void *g
+        void *s1
+        void *s2
+        long long n
+        double c1, c2
+        int first
+    size_t fr_optim_workspace(int n_arrays, const fr_optim_array *a)
+    int fr_optim_step_f32(const fr_optim_hyper *h, int n_arrays, const fr_optim_array *a,
+                          double max_norm, int n_threads, double *ws, double *total_norm)
+    int fr_optim_step_f64(const fr_optim_hyper *h, int n_arrays, const fr_optim_array *a,
+                          double max_norm, int n_threads, double *ws, double *total_norm)
+
+OPTIMIZER_KINDS = {'sgd': 0, 'adam': 1, 'adamw': 2, 'rmsprop': 3}
+
+
+cdef void* _optim_array(object a, str what, Py_ssize_t i, int typenum, Py_ssize_t n,
+                        bint optional=False) except? NULL:
+    """Address of a writable C-contiguous array of `typenum` with exactly n elements,
+    the array `what`[i] (its name is only formatted for an error)."""
+    cdef cnp.ndarray arr
+    if a is None and optional:
+        return NULL
+    if isinstance(a, np.ndarray):
+        arr = <cnp.ndarray>a
+        if (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(arr)
+                and cnp.PyArray_ISWRITEABLE(arr) and cnp.PyArray_SIZE(arr) == n and n > 0):
+            return cnp.PyArray_DATA(arr)
+    name = f'{what}[{i}]'
+    cdef void *ptr = _ptr(a, name, typenum, n, True)
+    if cnp.PyArray_SIZE(<cnp.ndarray>a) != n:
+        raise ValueError(f"fastrnn core: {name} has {cnp.PyArray_SIZE(<cnp.ndarray>a)} "
+                         f"elements, expected {n}")
+    return ptr
+
+
+def optim_step(str kind, tuple hyper, list params, list grads, list state1, list state2,
+               list c1, list c2, list first, list extra, double max_norm, int n_threads):
+    """Clip and step in one call (src_c/optim.c). kind: 'sgd', 'adam', 'adamw',
+    'rmsprop'; hyper = (lr, weight_decay, momentum, nesterov, beta1, beta2, alpha, eps).
+    Array i: params[i] updated in place by grads[i] with its state arrays state1[i],
+    state2[i] (None when unused; see optim.h), Adam's c1[i] = lr / (1 - beta1^t) and
+    c2[i] = sqrt(1 - beta2^t), first[i]: SGD's momentum buffer starts at this step.
+    extra: gradients that only count in the norm (and are scaled with the others).
+    max_norm > 0 clips by the global norm first (every gradient scaled in place) and
+    the norm before clipping is returned; otherwise nothing is clipped and None is
+    returned. All arrays: one float dtype, C-contiguous, writable."""
+    if kind not in OPTIMIZER_KINDS:
+        raise ValueError(f"fastrnn core: unknown optimizer {kind!r}")
+    cdef Py_ssize_t n = len(params), ne = len(extra), i
+    if not (len(grads) == len(state1) == len(state2) == len(c1) == len(c2) == len(first)
+            == n):
+        raise ValueError("fastrnn core: params, grads, state1, state2, c1, c2 and first "
+                         "must have the same length")
+    if len(hyper) != 8:
+        raise ValueError("fastrnn core: hyper must be (lr, weight_decay, momentum, "
+                         "nesterov, beta1, beta2, alpha, eps)")
+    cdef fr_optim_hyper h
+    h.kind = OPTIMIZER_KINDS[kind]
+    h.lr, h.weight_decay, h.momentum = hyper[0], hyper[1], hyper[2]
+    h.nesterov = 1 if hyper[3] else 0
+    h.beta1, h.beta2, h.alpha, h.eps = hyper[4], hyper[5], hyper[6], hyper[7]
+    if n + ne == 0:
+        return 0.0 if max_norm > 0 else None
+    first_array = params[0] if n else extra[0]
+    if not isinstance(first_array, np.ndarray):
+        raise TypeError("fastrnn core: params and grads must be numpy arrays")
+    cdef int tn = _typenum_of(first_array.dtype)
+    cdef bint needs1 = h.kind != 0 or h.momentum != 0
+    cdef bint needs2 = h.kind in (1, 2) or (h.kind == 3 and h.momentum != 0)
+    cdef fr_optim_array *arr = <fr_optim_array*>malloc((n + ne) * sizeof(fr_optim_array))
+    if arr == NULL:
+        raise MemoryError()
+    cdef double *ws = NULL
+    cdef double total = -1
+    cdef int rc, nt = max(1, n_threads)
+    cdef Py_ssize_t size
+    try:
+        for i in range(n):
+            p = params[i]
+            if not isinstance(p, np.ndarray):
+                raise TypeError(f"fastrnn core: params[{i}] must be a numpy array")
+            size = cnp.PyArray_SIZE(<cnp.ndarray>p)
+            arr[i].n = size
+            arr[i].p = _optim_array(p, 'params', i, tn, size)
+            arr[i].g = _optim_array(grads[i], 'grads', i, tn, size)
+            arr[i].s1 = _optim_array(state1[i], 'state1', i, tn, size, not needs1)
+            arr[i].s2 = _optim_array(state2[i], 'state2', i, tn, size, not needs2)
+            if size and (arr[i].p == arr[i].g or arr[i].p == arr[i].s1
+                         or arr[i].p == arr[i].s2 or arr[i].g == arr[i].s1
+                         or arr[i].g == arr[i].s2
+                         or (arr[i].s1 != NULL and arr[i].s1 == arr[i].s2)):
+                raise ValueError(f"fastrnn core: params[{i}], grads[{i}] and its state "
+                                 f"arrays must be distinct arrays")
+            arr[i].c1 = c1[i]
+            arr[i].c2 = c2[i]
+            arr[i].first = 1 if first[i] else 0
+        for i in range(ne):
+            g = extra[i]
+            if not isinstance(g, np.ndarray):
+                raise TypeError(f"fastrnn core: extra[{i}] must be a numpy array")
+            size = cnp.PyArray_SIZE(<cnp.ndarray>g)
+            arr[n + i].n = size
+            arr[n + i].g = _optim_array(g, 'extra', i, tn, size)
+            arr[n + i].p = arr[n + i].s1 = arr[n + i].s2 = NULL
+            arr[n + i].c1 = arr[n + i].c2 = 0
+            arr[n + i].first = 0
+        ws = <double*>malloc(fr_optim_workspace(<int>(n + ne), arr) * sizeof(double))
+        if ws == NULL:
+            raise MemoryError()
+        with nogil:
+            if tn == cnp.NPY_FLOAT32:
+                rc = fr_optim_step_f32(&h, <int>(n + ne), arr, max_norm, nt, ws, &total)
+            else:
+                rc = fr_optim_step_f64(&h, <int>(n + ne), arr, max_norm, nt, ws, &total)
+    finally:
+        free(arr)
+        free(ws)
+    if rc != 0:
+        raise ValueError("fastrnn core: invalid optimizer call (kind or state arrays)")
+    return total if max_norm > 0 else None
 
 
 # ---------------------------------------------------------------- streaming (stream.c)

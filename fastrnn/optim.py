@@ -6,6 +6,7 @@ same steps. Interface::
 
     opt = Adam(lr=1e-3)
     opt.step(params, grads)     # params: dict name -> ndarray, updated IN PLACE
+    opt.step(params, grads, max_norm=1.0)   # clip by global norm first, in the same call
 
 Only the keys present in ``grads`` are updated (a frozen parameter simply has no
 gradient); per-parameter state (moments, step counts) is kept under the same key.
@@ -20,6 +21,12 @@ decay too acts on the listed rows alone). State arrays stay dense, the shape of 
 parameter, so one parameter can get dense gradients on some steps and sparse ones on
 others. Adam's bias correction counts every step of the parameter, sparse or dense.
 
+Dense gradients of float32 or float64 C-contiguous parameters are clipped and applied by
+ONE call into the C core (src_c/optim.c) for all parameters, with the same formulas in
+the same order, so the result has the same bits as the numpy formulas below (which
+remain the reference, the path of sparse gradients, and the fallback for other arrays
+and for subclasses that override ``_update``).
+
 Nothing here calls numpy's BLAS (np.dot, @, np.linalg.norm...): a BLAS call wakes numpy's
 own thread pool, whose spinning threads then take cores from fastrnn's OpenMP threads.
 
@@ -30,6 +37,8 @@ import numbers
 
 import numpy as np
 
+from . import _core
+from ._threads import get_num_threads
 from .sparse import RowSparseGrad
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "make_optimizer", "clip_grad_norm",
@@ -77,23 +86,108 @@ class Optimizer:
         self.lr = _check_real(lr, "lr", 0.0, low_open=True)
         self.state = {}  # key -> dict of numpy arrays / numbers
 
-    def step(self, params, grads):
+    def step(self, params, grads, max_norm=None, n_threads=None):
         """Update ``params[k]`` in place for every key k of ``grads``; a gradient is an
-        array of the parameter's shape or a RowSparseGrad (only its rows are updated)."""
+        array of the parameter's shape or a RowSparseGrad (only its rows are updated).
+
+        With ``max_norm``, the gradients are first clipped together by their global L2
+        norm, exactly as `clip_grad_norm` does (in place, sparse ones included), and the
+        norm before clipping is returned; without it, None. ``n_threads``: threads of
+        the C core (None: fastrnn.get_num_threads()); the result is the same for any."""
         if not isinstance(params, dict):
             raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
         if not isinstance(grads, dict):
             raise TypeError(f"grads must be a dict of arrays, got {type(grads).__name__}")
+        if max_norm is not None:
+            max_norm = _check_real(max_norm, "max_norm", 0.0, low_open=True)
+        dense, sparse = [], []
         for key, g in grads.items():
+            p = params.get(key)
+            if (type(p) is np.ndarray and type(g) is np.ndarray and g.dtype == p.dtype
+                    and g.shape == p.shape and p.dtype.kind == "f" and p.flags.writeable):
+                dense.append((key, p, g))    # the common case, every check passed at once
+                continue
             p = self._checked_param(params, key)
             rows, g = self._checked_grad(g, key, p)
             if rows is None:
+                dense.append((key, p, g))
+            else:
+                sparse.append((key, p, rows, g))
+        kind = self._native_kind_for(dense, sparse)
+        if kind is not None:
+            total = self._native_step(kind, dense, sparse, max_norm, n_threads)
+        else:
+            total = None
+            if max_norm is not None:
+                total = _clip_arrays([g for _, _, g in dense] + [g for *_, g in sparse],
+                                     max_norm)
+            for key, p, g in dense:
                 st = self.state.get(key, {})
                 self._update(st, p, g)
-            else:
-                st = self._update_rows(key, p, rows, g)
-            if st:  # no empty entries for parameters that keep no state (plain SGD)
+                if st:  # no empty entries for parameters that keep no state (plain SGD)
+                    self.state[key] = st
+        for key, p, rows, g in sparse:
+            st = self._update_rows(key, p, rows, g)
+            if st:
                 self.state[key] = st
+        return total
+
+    # ------------------------------------------------------------ the native path
+    _native_kind = None   # the name of _update's formulas in src_c/optim.c, if there
+
+    def _native_kind_for(self, dense, sparse):
+        """The optimizer kind the C core runs for this call, or None (Python path):
+        formulas the core knows (not overridden by a subclass), one float dtype it
+        handles, C-contiguous parameters (state arrays are created like them)."""
+        kind = self._native_kind
+        if kind is None or type(self)._update is not _NATIVE_UPDATES[kind]:
+            return None
+        if not dense and not sparse:
+            return None
+        dtype = (dense[0][1] if dense else sparse[0][1]).dtype
+        if dtype != np.float32 and dtype != np.float64:
+            return None
+        for _, p, g in dense:
+            if p.dtype != dtype or not p.flags.c_contiguous:
+                return None
+        for _, p, _, _ in sparse:
+            if p.dtype != dtype:
+                return None
+        return kind
+
+    def _native_step(self, kind, dense, sparse, max_norm, n_threads):
+        n = len(dense)
+        ps, gs = [None] * n, [None] * n
+        s1, s2, c1, c2, first = [None] * n, [None] * n, [0.0] * n, [0.0] * n, [False] * n
+        state = self.state
+        for i, (key, p, g) in enumerate(dense):
+            st = state.get(key)
+            if st is None:
+                st = {}
+            ps[i] = p
+            gs[i] = g if g.flags.c_contiguous else np.ascontiguousarray(g)
+            s1[i], s2[i], c1[i], c2[i], first[i] = self._native_state(st, p)
+            if st:
+                state[key] = st
+        extra = []
+        for j, (key, p, rows, g) in enumerate(sparse):
+            if not g.flags.c_contiguous:   # the scaled values must be the ones applied
+                g = np.ascontiguousarray(g)
+                sparse[j] = (key, p, rows, g)
+            extra.append(g)
+        nt = get_num_threads() if n_threads is None else int(n_threads)
+        return _core.optim_step(kind, self._native_hyper(), ps, gs, s1, s2, c1, c2, first,
+                                extra, 0.0 if max_norm is None else max_norm, nt)
+
+    def _native_hyper(self):
+        """(lr, weight_decay, momentum, nesterov, beta1, beta2, alpha, eps) for the core"""
+        raise NotImplementedError
+
+    def _native_state(self, st, p):
+        """(state1, state2, c1, c2, first) of one parameter for the core (see
+        src_c/optim.h), creating the state arrays and advancing counters as `_update`
+        does."""
+        raise NotImplementedError
 
     @staticmethod
     def _checked_param(params, key):
@@ -216,6 +310,20 @@ class SGD(Optimizer):
             g = g + self.momentum * buf if self.nesterov else buf
         p -= self.lr * g
 
+    _native_kind = "sgd"
+
+    def _native_hyper(self):
+        return (self.lr, self.weight_decay, self.momentum, self.nesterov, 0.0, 0.0, 0.0, 0.0)
+
+    def _native_state(self, st, p):
+        if not self.momentum:
+            return None, None, 0.0, 0.0, False
+        buf = st.get("momentum_buffer")
+        if buf is None:   # PyTorch starts the buffer at the first gradient: the core copies it
+            st["momentum_buffer"] = buf = np.empty_like(p)
+            return buf, None, 0.0, 0.0, True
+        return buf, None, 0.0, 0.0, False
+
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba), as torch.optim.Adam with L2 weight decay added to the gradient::
@@ -251,6 +359,23 @@ class Adam(Optimizer):
         step_size = self.lr / (1 - beta1 ** st["step"])
         denom = np.sqrt(v) / math.sqrt(1 - beta2 ** st["step"]) + self.eps
         p -= step_size * (m / denom)
+
+    _native_kind = "adam"
+
+    def _native_kind_for(self, dense, sparse):
+        kind = super()._native_kind_for(dense, sparse)
+        return "adamw" if kind is not None and self._decoupled else kind
+
+    def _native_hyper(self):
+        return (self.lr, self.weight_decay, 0.0, False, self.betas[0], self.betas[1], 0.0,
+                self.eps)
+
+    def _native_state(self, st, p):
+        beta1, beta2 = self.betas
+        m = self._buffer(st, "exp_avg", p)
+        v = self._buffer(st, "exp_avg_sq", p)
+        t = st["step"] = st.get("step", 0) + 1
+        return m, v, self.lr / (1 - beta1 ** t), math.sqrt(1 - beta2 ** t), False
 
 
 class AdamW(Adam):
@@ -297,6 +422,21 @@ class RMSprop(Optimizer):
             u = buf
         p -= self.lr * u
 
+    _native_kind = "rmsprop"
+
+    def _native_hyper(self):
+        return (self.lr, self.weight_decay, self.momentum, False, 0.0, 0.0, self.alpha,
+                self.eps)
+
+    def _native_state(self, st, p):
+        v = self._buffer(st, "square_avg", p)
+        buf = self._buffer(st, "momentum_buffer", p) if self.momentum else None
+        return v, buf, 0.0, 0.0, False
+
+
+# the formulas src_c/optim.c implements, by kind: a subclass overriding _update runs its own
+_NATIVE_UPDATES = {"sgd": SGD._update, "adam": Adam._update, "adamw": Adam._update,
+                   "rmsprop": RMSprop._update}
 
 _OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 
@@ -365,6 +505,11 @@ def clip_grad_norm(grads, max_norm):
         if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
             raise TypeError(f"{what} must be a float numpy array (scaled in place)")
         arrays.append(g)
+    return _clip_arrays(arrays, max_norm)
+
+
+def _clip_arrays(arrays, max_norm):
+    """clip_grad_norm on a list of float arrays (numpy, the reference formulas)."""
     total = math.sqrt(math.fsum(_squared_norm(g) for g in arrays))
     coef = max_norm / (total + 1e-6)
     if math.isfinite(total) and coef < 1.0:

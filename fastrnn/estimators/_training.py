@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from ..optim import clip_grad_norm
+from .. import _core
 from ._inputs import rows_of
 __all__ = ["TrainingData", "train_epochs"]
 
@@ -32,13 +32,28 @@ class TrainingData:
         return xb, lb, self.Y[rows], np.repeat(self.sw[b], lb)
 
 
-def snapshot(est, training_state=False):
+def snapshot(est, training_state=False, into=None):
     """Copies of the weights; with training_state also of the optimizer's state and the
-    sample count, so a fit rolled back to it continues as if from there."""
-    snap = {k: v.copy() for k, v in est.model_.params().items()}
+    sample count, so a fit rolled back to it continues as if from there. `into`: an
+    earlier snapshot no longer needed, whose arrays are reused (no fresh allocation,
+    and so no page faults, once per epoch)."""
+    snap = {k: _copy_into(into, k, v) for k, v in est.model_.params().items()}
     if training_state:
-        snap["__training_state__"] = (copy.deepcopy(est._optimizer.state), est.t_)
+        old = into.get("__training_state__", ({}, 0))[0] if into else {}
+        state = {key: {name: _copy_into(old.get(key), name, a) if isinstance(a, np.ndarray)
+                       else copy.deepcopy(a) for name, a in st.items()}
+                 for key, st in est._optimizer.state.items()}
+        snap["__training_state__"] = (state, est.t_)
     return snap
+
+
+def _copy_into(old, key, a):
+    """A copy of array `a`, written into old[key] when that array fits."""
+    buf = old.get(key) if old else None
+    if isinstance(buf, np.ndarray) and buf.shape == a.shape and buf.dtype == a.dtype:
+        np.copyto(buf, a)
+        return buf
+    return a.copy()
 
 
 def restore(est, snap):
@@ -51,11 +66,22 @@ def restore(est, snap):
 
 def train_epochs(est, data, tr, va, epochs, incremental):
     """Up to `epochs` passes over the sequences `tr`; `va` (or None) scores early
-    stopping."""
+    stopping. For the whole run only the core's threads work: scipy's BLAS is held to
+    one thread and idle OpenBLAS pools (numpy's, scipy's) are stopped (_core.hold_blas);
+    nothing in a training step calls numpy's BLAS."""
+    _core.hold_blas()
+    try:
+        _train_epochs(est, data, tr, va, epochs, incremental)
+    finally:
+        _core.release_blas()
+
+
+def _train_epochs(est, data, tr, va, epochs, incremental):
     bs = min(int(est.batch_size), len(tr))
     first_epoch = est.n_iter_
     start = None if incremental else _initial_loss(est, data, tr[:bs])
     best = None if incremental else (start, snapshot(est), 0)   # (loss, weights, epoch)
+    spare = None    # the snapshot before last_good: its arrays are reused
     for _ in range(epochs):
         t0 = time.perf_counter()
         done, last_good = est.n_iter_, None
@@ -63,7 +89,7 @@ def train_epochs(est, data, tr, va, epochs, incremental):
         # without the GIL and are never cut short) rolls the model back to the end of the
         # last completed epoch: weights, optimizer state, counters.
         try:
-            last_good = snapshot(est, training_state=True)
+            last_good = snapshot(est, training_state=True, into=spare)
             epoch_loss = _run_batches(est, data, tr, bs)
             if epoch_loss is None or not all(np.isfinite(v).all()
                                              for v in est.model_.params().values()):
@@ -72,13 +98,14 @@ def train_epochs(est, data, tr, va, epochs, incremental):
             est.loss_curve_.append(epoch_loss)
             est.n_iter_ += 1
             if not incremental and epoch_loss < best[0]:
-                best = (epoch_loss, snapshot(est), est.n_iter_)
+                best = (epoch_loss, snapshot(est, into=best[1]), est.n_iter_)
             stop = _end_of_epoch(est, data, va, epoch_loss, incremental)
         except KeyboardInterrupt:
             _interrupted(est, done, last_good)
             return
         if est.verbose:
             _report(est, epoch_loss, time.perf_counter() - t0)
+        spare = last_good
         if stop:
             break
     if est.early_stopping and not incremental and getattr(est, "_best_params", None):
@@ -123,7 +150,7 @@ def _report_divergence(est, start, losses, best):
                   f"{losses[-1]:.4g} in the last epoch; {kept}. The step size is likely "
                   f"too large for this data: lower learning_rate (now {est.learning_rate}) "
                   f"or clip gradients harder (clip_grad_norm, now {est.clip_grad_norm}).",
-                  RuntimeWarning, stacklevel=6)
+                  RuntimeWarning, stacklevel=7)
 
 
 def _run_batches(est, data, tr, bs):
@@ -132,6 +159,7 @@ def _run_batches(est, data, tr, bs):
     batch is not applied)."""
     order = est._rng_.permutation(tr) if est.shuffle else tr
     params = est.model_.params()
+    clip = None if est.clip_grad_norm is None else float(est.clip_grad_norm)
     total, wsum = 0.0, 0.0
     n_batches = (len(order) + bs - 1) // bs
     for bi in range(n_batches):
@@ -145,9 +173,8 @@ def _run_batches(est, data, tr, bs):
         if not np.isfinite(loss):
             return None
         grads = est._backward_batch(d_out, nt)
-        if est.clip_grad_norm is not None:
-            clip_grad_norm(grads, float(est.clip_grad_norm))
-        est._optimizer.step(params, grads)
+        # clipping and the update of every dense parameter: one call into the core
+        est._optimizer.step(params, grads, max_norm=clip, n_threads=nt)
         est.t_ += len(b)
         w = float(wb.sum())
         total += loss * w
@@ -189,14 +216,14 @@ def _interrupted(est, done, last_good):
         del est.validation_scores_[est.n_iter_:]
     warnings.warn(f"fit interrupted (KeyboardInterrupt) in epoch {done + 1}; the model "
                   f"keeps the weights of the last completed epoch ({est.n_iter_}) and "
-                  f"can be used or trained further.", RuntimeWarning, stacklevel=6)
+                  f"can be used or trained further.", RuntimeWarning, stacklevel=7)
 
 
 def _diverged(est, last_good):
     restore(est, last_good)
     warnings.warn(f"fit stopped in epoch {est.n_iter_ + 1}: the loss became NaN or "
                   f"infinite; the weights after epoch {est.n_iter_} were kept. Try a "
-                  f"lower learning_rate or clip_grad_norm.", RuntimeWarning, stacklevel=6)
+                  f"lower learning_rate or clip_grad_norm.", RuntimeWarning, stacklevel=7)
 
 
 def _progress(done, total, loss):
