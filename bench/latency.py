@@ -27,7 +27,8 @@ make each other's idle threads spin), interleaved round by round:
 Before timing, every worker's final state is compared with fastrnn's (max |diff|
 printed). Per round each worker times --iters calls one by one (perf_counter) after a
 warm-up and reports their median; the table gives the median over the rounds and the
-ratios other / fastrnn (above 1: fastrnn is faster).
+ratios other / fastrnn (above 1: fastrnn is faster), and the best round of each (on a
+shared machine, the round the fewest preemptions hit).
 """
 import argparse
 import os
@@ -211,7 +212,7 @@ def main(argv=None):
     cols = ["thr", "size", "cell", "fastrnn us"]
     for n in names[1:]:
         cols += [f"{n} us", f"x vs {n}"]
-    cols += ["max|diff|"]
+    cols += ["best rounds: fastrnn / " + " / ".join(names[1:]), "max|diff|"]
     print(" | ".join(cols), flush=True)
     for threads in args.threads:
         workers = {n: _Worker(_worker, (n, threads), threads, n) for n in names}
@@ -230,6 +231,7 @@ def main(argv=None):
                     row = [str(threads), size, cell, f"{med['fastrnn'] * 1e6:.1f}"]
                     for n in names[1:]:
                         row += [f"{med[n] * 1e6:.1f}", f"{med[n] / med['fastrnn']:.2f}"]
+                    row += [" / ".join(f"{min(samples[n]) * 1e6:.1f}" for n in names)]
                     row += [f"{diff:.1e}"]
                     print(" | ".join(row), flush=True)
         finally:
