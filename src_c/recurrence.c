@@ -615,70 +615,89 @@ static void FR(forward_split)(const fr_dims *d, int nt, real *out, real *h_n, re
     {
         FR_FTZ_ON();
         FR_NOTE_TEAM();
-        const int tid = FR_THREAD_NUM(), u0 = tid * hs;
-        real *pk_hh = packed + (size_t)tid * GS * (H + I);
-        real *pk_ih = pk_hh + (size_t)GS * H;
-        real *w = wthreads + per * (size_t)tid;
-        real *a = w;                                     /* (B, GS) */
-        real *bi = a + (size_t)B * GS, *bh = bi + GS;
-        real *cst = bh + GS;                             /* (B, hs) */
-        real *xg = cst + (size_t)B * hs;                 /* (XB*B, I) */
-        real *xp = xg + (size_t)XB * B * I;              /* (XB*B, GS) */
-        int changed = 0;
-        if (copy_hh)                                     /* every sync runs: it updates */
-            for (int g = 0; g < G; g++) {
-                const size_t r0 = (size_t)g * H + u0;
-                changed |= fr_wc_sync(copy_hh + r0 * H, w_hh + r0 * H, (size_t)hs * H);
-                changed |= fr_wc_sync(copy_ih + r0 * I, w_ih + r0 * I, (size_t)hs * I);
+        /* slices tid, tid + team, ...: one each unless OpenMP gave a smaller team
+           (OMP_DYNAMIC, a thread limit); the barrier counts the team */
+        const int tid = FR_THREAD_NUM(), team = FR_TEAM_SIZE();
+        for (int sl = tid; sl < nt; sl += team) {
+            const int u0 = sl * hs;
+            real *pk_hh = packed + (size_t)sl * GS * (H + I);
+            real *pk_ih = pk_hh + (size_t)GS * H;
+            real *a = wthreads + per * (size_t)sl;       /* (B, GS) */
+            real *bi = a + (size_t)B * GS, *bh = bi + GS;
+            real *cst = bh + GS;                         /* (B, hs) */
+            int changed = 0;
+            if (copy_hh)                                 /* every sync runs: it updates */
+                for (int g = 0; g < G; g++) {
+                    const size_t r0 = (size_t)g * H + u0;
+                    changed |= fr_wc_sync(copy_hh + r0 * H, w_hh + r0 * H, (size_t)hs * H);
+                    changed |= fr_wc_sync(copy_ih + r0 * I, w_ih + r0 * I, (size_t)hs * I);
+                }
+            for (int g = 0; g < G; g++) {                /* gate g's rows u0..u0+hs */
+                if (!copy_hh || changed || force) {
+                    fr_pack_wt(pk_hh + (size_t)g * hs * H, w_hh + (size_t)(g * H + u0) * H, hs, H, H);
+                    fr_pack_wt(pk_ih + (size_t)g * hs * I, w_ih + (size_t)(g * H + u0) * I, hs, I, I);
+                }
+                memcpy(bi + g * hs, b_ih + g * H + u0, sizeof(real) * hs);
+                memcpy(bh + g * hs, b_hh + g * H + u0, sizeof(real) * hs);
             }
-        for (int g = 0; g < G; g++) {                    /* gate g's rows u0..u0+hs */
-            if (!copy_hh || changed || force) {
-                fr_pack_wt(pk_hh + (size_t)g * hs * H, w_hh + (size_t)(g * H + u0) * H, hs, H, H);
-                fr_pack_wt(pk_ih + (size_t)g * hs * I, w_ih + (size_t)(g * H + u0) * I, hs, I, I);
+            for (int b = 0; b < B; b++) {
+                memcpy(hbuf + (size_t)b * H + u0, h0 + (size_t)b * H + u0, sizeof(real) * hs);
+                if (lstm) memcpy(cst + (size_t)b * hs, c0 + (size_t)b * H + u0, sizeof(real) * hs);
             }
-            memcpy(bi + g * hs, b_ih + g * H + u0, sizeof(real) * hs);
-            memcpy(bh + g * hs, b_hh + g * H + u0, sizeof(real) * hs);
         }
-        for (int b = 0; b < B; b++) {
-            memcpy(hbuf + (size_t)b * H + u0, h0 + (size_t)b * H + u0, sizeof(real) * hs);
-            if (lstm) memcpy(cst + (size_t)b * hs, c0 + (size_t)b * H + u0, sizeof(real) * hs);
-        }
-        fr_step_barrier_wait(&bar, nt);
+        fr_step_barrier_wait(&bar, team);
         for (int t0 = 0; t0 < Tmax; t0 += XB) {
             const int kb = Tmax - t0 < XB ? Tmax - t0 : XB;
-            FR(gather_inputs)(d, x, t0, kb, 0, B, NULL, lengths, xg);
-            fr_gemm_packed(kb * B, GS, I, xg, I, pk_ih, 0, xp, GS);
+            for (int sl = tid; sl < nt; sl += team) {
+                real *a = wthreads + per * (size_t)sl;
+                real *xg = a + (size_t)B * GS + 2 * GS + (size_t)B * hs;   /* (XB*B, I) */
+                real *xp = xg + (size_t)XB * B * I;                        /* (XB*B, GS) */
+                const real *pk_ih = packed + (size_t)sl * GS * (H + I) + (size_t)GS * H;
+                FR(gather_inputs)(d, x, t0, kb, 0, B, NULL, lengths, xg);
+                fr_gemm_packed(kb * B, GS, I, xg, I, pk_ih, 0, xp, GS);
+            }
             for (int s = 0; s < kb; s++) {
                 const int t = t0 + s;
                 real *cur = hbuf + (size_t)(t & 1) * B * H, *nxt = hbuf + (size_t)((t + 1) & 1) * B * H;
-                fr_gemm_packed_alt(B, GS, H, cur, H, pk_hh, a, GS, t & 1);
-                for (int b = 0; b < B; b++) {
-                    const int len = lengths[b];
-                    real *hn = nxt + (size_t)b * H + u0;
-                    if (t >= len || gru)                 /* carried, or GRU's h_{t-1} */
-                        memcpy(hn, cur + (size_t)b * H + u0, sizeof(real) * hs);
-                    if (t >= len) continue;
-                    real *ab = a + (size_t)b * GS;
-                    const real *xpb = xp + ((size_t)s * B + b) * GS;
-                    if (lstm)
-                        FR(lstm_rows_forward)(1, hs, xpb, ab, bi, bh, hn, H, cst + (size_t)b * hs, NULL);
-                    else if (gru)
-                        FR(gru_rows_forward)(1, hs, xpb, ab, bi, bh, hn, H, NULL);
-                    else
-                        FR(rnn_rows_forward)(1, hs, cell == FR_RNN_RELU, xpb, ab, bi, bh, hn, H);
-                    if (out)
-                        memcpy(out + fr_row(d, fr_time_index(d, t, len), b) * d->ld + u0, hn,
-                               sizeof(real) * hs);
+                for (int sl = tid; sl < nt; sl += team) {
+                    const int u0 = sl * hs;
+                    const real *pk_hh = packed + (size_t)sl * GS * (H + I);
+                    real *a = wthreads + per * (size_t)sl;
+                    real *bi = a + (size_t)B * GS, *bh = bi + GS, *cst = bh + GS;
+                    const real *xp = cst + (size_t)B * hs + (size_t)XB * B * I;
+                    fr_gemm_packed_alt(B, GS, H, cur, H, pk_hh, a, GS, t & 1);
+                    for (int b = 0; b < B; b++) {
+                        const int len = lengths[b];
+                        real *hn = nxt + (size_t)b * H + u0;
+                        if (t >= len || gru)             /* carried, or GRU's h_{t-1} */
+                            memcpy(hn, cur + (size_t)b * H + u0, sizeof(real) * hs);
+                        if (t >= len) continue;
+                        real *ab = a + (size_t)b * GS;
+                        const real *xpb = xp + ((size_t)s * B + b) * GS;
+                        if (lstm)
+                            FR(lstm_rows_forward)(1, hs, xpb, ab, bi, bh, hn, H, cst + (size_t)b * hs, NULL);
+                        else if (gru)
+                            FR(gru_rows_forward)(1, hs, xpb, ab, bi, bh, hn, H, NULL);
+                        else
+                            FR(rnn_rows_forward)(1, hs, cell == FR_RNN_RELU, xpb, ab, bi, bh, hn, H);
+                        if (out)
+                            memcpy(out + fr_row(d, fr_time_index(d, t, len), b) * d->ld + u0, hn,
+                                   sizeof(real) * hs);
+                    }
                 }
-                fr_step_barrier_wait(&bar, nt);
+                fr_step_barrier_wait(&bar, team);
             }
         }
-        for (int b = 0; b < B; b++) {
-            memcpy(h_n + (size_t)b * H + u0, hbuf + (size_t)(Tmax & 1) * B * H + (size_t)b * H + u0,
-                   sizeof(real) * hs);
-            if (lstm) memcpy(c_n + (size_t)b * H + u0, cst + (size_t)b * hs, sizeof(real) * hs);
-            for (int tt = lengths[b]; tt < T && out; tt++)
-                memset(out + fr_row(d, tt, b) * d->ld + u0, 0, sizeof(real) * hs);
+        for (int sl = tid; sl < nt; sl += team) {
+            const int u0 = sl * hs;
+            const real *cst = wthreads + per * (size_t)sl + (size_t)B * GS + 2 * GS;
+            for (int b = 0; b < B; b++) {
+                memcpy(h_n + (size_t)b * H + u0, hbuf + (size_t)(Tmax & 1) * B * H + (size_t)b * H + u0,
+                       sizeof(real) * hs);
+                if (lstm) memcpy(c_n + (size_t)b * H + u0, cst + (size_t)b * hs, sizeof(real) * hs);
+                for (int tt = lengths[b]; tt < T && out; tt++)
+                    memset(out + fr_row(d, tt, b) * d->ld + u0, 0, sizeof(real) * hs);
+            }
         }
         FR_FTZ_OFF();
     }

@@ -209,3 +209,32 @@ def test_weight_cache_checks():
     _core.forward(*args, np.zeros(size, np.float32))
     # float64 layers keep no cache
     assert LSTM(4, 64, dtype=np.float64)._weight_cache(0, 0, 4) is None
+
+
+def test_unit_split_with_a_smaller_team():
+    """OMP_DYNAMIC=true lets OpenMP hand a region fewer threads than asked: the unit
+    split then runs several slices per thread (its barrier counts the real team) and must
+    neither hang nor change a bit. In a fresh process (the setting is read at start)."""
+    import os
+    import subprocess
+    import sys
+    code = (
+        "import numpy as np\n"
+        "from fastrnn.layers import LSTM, GRU, RNN\n"
+        "from fastrnn import _core\n"
+        "for cls in (LSTM, GRU, RNN):\n"
+        "    L = cls(32, 192, random_state=0)\n"
+        "    X = np.random.default_rng(0).standard_normal((2, 30, 32)).astype(np.float32)\n"
+        "    ref = L.forward(X, np.array([30, 11]), n_threads=1)[0]\n"
+        "    for nt in (2, 3):\n"
+        "        for _ in range(20):\n"
+        "            out = L.forward(X, np.array([30, 11]), n_threads=nt)[0]\n"
+        "            assert np.array_equal(out, ref), (cls, nt)\n"
+        "print('ok')\n")
+    env = dict(os.environ, OMP_DYNAMIC="true")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(
+        os.pathsep) if p])
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120, cwd=root)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
