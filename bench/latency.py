@@ -195,7 +195,8 @@ def main(argv=None):
     ap.add_argument("--threads", nargs="+", type=int, default=[2, 1])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--iters", type=int, default=200)
-    ap.add_argument("--pause", type=float, default=0.05)
+    ap.add_argument("--pause", type=float, default=0.25,
+                    help="seconds between contenders (idle OpenMP / ORT threads spin a while)")
     ap.add_argument("--contenders", nargs="+", default=["fastrnn", "onnxruntime", "torch"],
                     choices=list(BUILDERS))
     args = ap.parse_args(argv)
