@@ -40,6 +40,12 @@ cdef extern from "fastrnn.h" nogil:
                        const float *x, const int *lengths, const float *h0, const float *c0,
                        const float *w_ih, const float *w_hh, const float *b_ih,
                        const float *b_hh, float *ws, fr_sgemm_t gemm)
+    size_t fr_weight_cache_size(const fr_dims *d)
+    int fr_forward_cached_f32(const fr_dims *d, float *out, float *h_n, float *c_n,
+                              const float *x, const int *lengths, const float *h0,
+                              const float *c0, const float *w_ih, const float *w_hh,
+                              const float *b_ih, const float *b_hh, float *ws, float *cache,
+                              fr_sgemm_t gemm)
     int fr_forward_f64(const fr_dims *d, double *out, double *h_n, double *c_n,
                        double *h_all, double *c_all, double *store,
                        const double *x, const int *lengths, const double *h0,
@@ -417,6 +423,13 @@ def workspace_sizes(str cell, int batch, int steps, int input_size, int hidden, 
     return fr_forward_workspace(&d), fr_backward_workspace(&d)
 
 
+def weight_cache_size(str cell, int input_size, int hidden):
+    """Elements (float32) of the packed-weight cache of one layer-direction: depends on
+    the cell and sizes only (see fr_forward_cached_f32)."""
+    cdef fr_dims d = _dims(cell, 1, 1, input_size, hidden, False, 1, 1, hidden)
+    return fr_weight_cache_size(&d)
+
+
 def store_width(str cell, int hidden):
     return fr_store_width(CELLS[cell], hidden)
 
@@ -425,10 +438,13 @@ def store_width(str cell, int hidden):
 
 def forward(str cell, bint reverse, int n_threads, int chunk,
             out, Py_ssize_t col, h_n, c_n, h_all, c_all, store,
-            x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, ws, bint batch_first=False):
+            x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, ws, bint batch_first=False,
+            wcache=None):
     """One layer-direction forward. x is (T, B, I), out (T, B, ld) — or (B, T, .) with
     batch_first — and this direction writes columns [col, col + H) of out; training
-    buffers h_all, c_all, store are None for inference."""
+    buffers h_all, c_all, store are None for inference. wcache: float32 inference only,
+    the layer-direction's packed-weight cache (weight_cache_size(...) float32 elements,
+    zeroed when made, one per calling thread), or None."""
     if batch_first:
         B, T, I = x.shape
     else:
@@ -468,9 +484,22 @@ def forward(str cell, bint reverse, int n_threads, int chunk,
         raise ValueError("fastrnn core: missing LSTM cell-state or training buffers")
     if lengths.min() < 1 or lengths.max() > T:
         raise ValueError(f"fastrnn core: lengths must lie in [1, {T}]")
+    cdef void *pwc = NULL
+    if wcache is not None:
+        if tn != cnp.NPY_FLOAT32 or training:
+            raise ValueError("fastrnn core: the weight cache is for float32 inference only")
+        pwc = _ptr(wcache, 'wcache', tn, fr_weight_cache_size(&d), True)
     cdef int rc
     _blas_hold_one()          # no exception can come between this and the restore
-    if tn == cnp.NPY_FLOAT32:
+    if pwc != NULL:
+        with nogil:
+            rc = fr_forward_cached_f32(&d, <float*>po, <float*>ph_n, <float*>pc_n,
+                                       <const float*>px, plen, <const float*>ph0,
+                                       <const float*>pc0, <const float*>pwi,
+                                       <const float*>pwh, <const float*>pbi,
+                                       <const float*>pbh, <float*>pws, <float*>pwc,
+                                       <fr_sgemm_t>sgemm)
+    elif tn == cnp.NPY_FLOAT32:
         with nogil:
             rc = fr_forward_f32(&d, <float*>po, <float*>ph_n, <float*>pc_n, <float*>ph_all,
                                 <float*>pc_all, <float*>pst, <const float*>px, plen,

@@ -32,6 +32,7 @@ _GATES = {c: len(_CELL_INFO[c if c != "rnn" else "rnn_tanh"]["gates"])
 # values the core stores per step and sample for backward, in units of hidden
 _STORE = {c: _CELL_INFO[c if c != "rnn" else "rnn_tanh"]["store_width"]
           for c in ("lstm", "gru", "rnn")}
+_GATES_OF_CELL = {c: len(_CELL_INFO[c]["gates"]) for c in _CELL_INFO}
 _MAX_THREADS = 1 << 10
 
 
@@ -137,6 +138,11 @@ def call_bytes(cell, input_size, hidden_size, num_layers, num_directions, batch,
     return n * itemsize
 
 
+# weights (elements of one layer-direction) up to which inference keeps them packed
+# between calls (fastrnn._core.forward's wcache): 4 MB of float32, i.e. hidden up to
+# ~500 for an LSTM; the cache holds a copy and the panels, about twice the weights
+_CACHE_MAX_WEIGHTS = 1 << 20
+
 _WORK_PER_CHUNK = 16e6   # multiply-adds: below this a work item is not worth a thread
 
 
@@ -161,10 +167,11 @@ class _Workspace(threading.local):
     def __init__(self):
         self.buffers = {}
 
-    def get(self, key, size, dtype):
+    def get(self, key, size, dtype, zeroed=False):
         buf = self.buffers.get((key, dtype))
         if buf is None or buf.size < size:
-            buf = np.empty(max(int(size), 1), dtype=dtype)
+            size = max(int(size), 1)
+            buf = np.zeros(size, dtype=dtype) if zeroed else np.empty(size, dtype=dtype)
             self.buffers[(key, dtype)] = buf
         return buf
 
@@ -206,7 +213,7 @@ class _Recurrent:
 
     @property
     def _gate_count(self):
-        return _GATES[self._cell.split("_")[0]]
+        return _GATES_OF_CELL[self._cell]
 
     def _work(self, B, T):
         """Multiply-adds of one layer-direction's forward on (B, T): sets the chunking."""
@@ -302,8 +309,27 @@ class _Recurrent:
 
     def _checked_params(self):
         """The parameters as C-contiguous arrays of the layer's dtype (no copy when they
-        already are), after checking names and shapes."""
-        return checked_params(self.params, self.param_shapes(), self.dtype)
+        already are), after checking names and shapes. The common case first: every
+        parameter already is such an ndarray (checked_params' conversions would return
+        them unchanged; a batch-1 call spends as long in them as in two recurrence steps)."""
+        key = (self._cell, self.input_size, self.hidden_size, self.num_layers,
+               self.bidirectional)
+        cached = self.__dict__.get("_shapes_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, self.param_shapes())
+            self._shapes_cache = cached
+        shapes, params, dt = cached[1], self.params, self.dtype
+        if type(params) is dict:
+            out = {}
+            for name, shape in shapes.items():
+                p = params.get(name)
+                if type(p) is not np.ndarray or p.dtype != dt or p.shape != shape \
+                        or not p.flags.c_contiguous:
+                    break
+                out[name] = p
+            else:
+                return out
+        return checked_params(params, shapes, dt)
 
     # ------------------------------------------------------------ input checks
     def _check_X(self, X, check_size=None):
@@ -434,7 +460,8 @@ class _Recurrent:
                               c_n[idx] if lstm else None, h_all, c_all, store, inp, lengths,
                               h0[idx], c0[idx] if lstm else None, params["weight_ih" + s],
                               params["weight_hh" + s], params["bias_ih" + s],
-                              params["bias_hh" + s], ws, True)
+                              params["bias_hh" + s], ws, True,
+                              None if training else self._weight_cache(k, d, inp.shape[2]))
                 layer_cache.append((h_all, c_all, store))
             caches.append((inp, layer_cache))
             inp = out
@@ -469,6 +496,24 @@ class _Recurrent:
         _core.forward_bf16(self._core_cell, d == 1, nt, chunk, out, d * H, h_n, c_n, inp,
                            lengths, h0, c0, params["weight_ih" + s], params["weight_hh" + s],
                            params["bias_ih" + s], params["bias_hh" + s], ws, True)
+
+    def _weight_cache(self, k, d, input_size):
+        """The packed-weight cache of layer k, direction d for this Python thread (float32
+        only, and only for weights up to _CACHE_MAX_WEIGHTS elements: it holds a copy of
+        them and their packed panels). The core compares the weights with its copy on
+        every call, bit for bit, and repacks what changed: in-place updates, new arrays
+        (set_params, load_state_dict, optimizers) are always seen."""
+        if self.dtype != np.float32:
+            return None
+        key = ("wcache", k, d, self._core_cell, input_size, self.hidden_size)
+        buf = self._ws.buffers.get((key, np.float32))
+        if buf is not None or \
+                self._gate_count * self.hidden_size * (input_size + self.hidden_size) \
+                > _CACHE_MAX_WEIGHTS:
+            return buf
+        size = _core.weight_cache_size(self._core_cell, input_size, self.hidden_size)
+        return self._ws.get(key, size, np.float32, zeroed=True)
+
 
     def stream(self, batch_size=1):
         """A stream: step-by-step inference with the state kept inside it.

@@ -102,6 +102,20 @@ int fr_forward_f64(const fr_dims *d, double *out, double *h_n, double *c_n,
                    const double *w_ih, const double *w_hh, const double *b_ih, const double *b_hh,
                    double *ws, fr_dgemm_t gemm);
 
+/* float32 inference (no training cache) with a packed-weight cache: the same results as
+   fr_forward_f32 bit for bit, without repacking the weights into the kernel's panels on
+   every call. cache: fr_weight_cache_size(d) floats owned by the caller, ZEROED before
+   its first use, then handed to every call for the same layer-direction (one cache per
+   calling thread: a call writes it). Each call compares w_ih and w_hh with the copy the
+   cache keeps (bit for bit) and repacks what changed, so weights modified in place are
+   always seen. The size depends on the cell, input and hidden sizes only. */
+size_t fr_weight_cache_size(const fr_dims *d);
+int fr_forward_cached_f32(const fr_dims *d, float *out, float *h_n, float *c_n,
+                          const float *x, const int *lengths, const float *h0,
+                          const float *c0, const float *w_ih, const float *w_hh,
+                          const float *b_ih, const float *b_hh, float *ws, float *cache,
+                          fr_sgemm_t gemm);
+
 /* Backward (after a training forward with the same d, x, lengths and weights).
    d_out (T,B,ld) time order or NULL; d_h_n, d_c_n (B,H) or NULL.
    dx (T,B,I): written (accumulate_dx == 0) or added to (accumulate_dx == 1).
@@ -168,7 +182,7 @@ int fr_embedding_backward_f64(int B, int T, int E, int V, int skip_id, const int
 
 /* 1 when fr_forward_f32 computes each step of d as one product [x_t, h] [W_ih, W_hh]^T
    (float32 with the packed kernel, LSTM/RNN, unless the call may take the unit-split
-   path); 0 when it computes x_t W_ih^T and h W_hh^T apart. */
+   path, which every cell may); 0 when it computes x_t W_ih^T and h W_hh^T apart. */
 int fr_forward_fuses(const fr_dims *d);
 
 /* ---- Streaming inference (stream.c) ----

@@ -200,6 +200,61 @@ void fr_gemm_packed(int m, int n, int k, const float *a, int lda, const float *b
     fr_gemm_packed_avx512(m, n, k, a, lda, bp, accumulate, c, ldc);
 }
 
+/* mr (< 4) rows against two full panels: four FMA chains per row, enough at the pace L2
+   delivers a panel (the m = 1 products of a recurrence are bound by it). */
+static inline __attribute__((always_inline)) FR_AVX512 void
+fr_tile_pair(const int mr, int k, const float *a, int lda, const float *bp, float *c, int ldc)
+{
+    fr_v16 acc[3][4];
+    for (int i = 0; i < mr; i++)
+        for (int q = 0; q < 4; q++) acc[i][q] = (fr_v16){0};
+    const size_t ps = (size_t)FR_NR * k;
+    for (int kk = 0; kk < k; kk++) {
+        fr_v16 b[4];
+        for (int q = 0; q < 4; q++)
+            b[q] = *(const fr_v16 *)(bp + (q >> 1) * ps + (size_t)kk * FR_NR + (q & 1) * 16);
+        for (int i = 0; i < mr; i++) {
+            const float av = a[(size_t)i * lda + kk];
+            for (int q = 0; q < 4; q++) acc[i][q] += av * b[q];
+        }
+    }
+    for (int i = 0; i < mr; i++)
+        for (int q = 0; q < 4; q++)
+            *(fr_v16 *)(c + (size_t)i * ldc + (q >> 1) * FR_NR + (q & 1) * 16) = acc[i][q];
+}
+
+/* fr_gemm_packed for m < 4 rows and whole panels, two panels at a time, from the first
+   to the last or (backward) from the last to the first. */
+static FR_AVX512 void fr_gemm_packed_alt_avx512(int m, int n, int k, const float *a, int lda,
+                                                const float *bp, float *c, int ldc,
+                                                int backward)
+{
+    const int np = n / FR_NR, ngroups = (np + 1) / 2;     /* pairs, then an odd panel */
+    for (int s = 0; s < ngroups; s++) {
+        const int q = backward ? ngroups - 1 - s : s, p = 2 * q;
+        const float *bpp = bp + (size_t)p * FR_NR * k;
+        float *cp = c + p * FR_NR;
+        if (p + 1 == np)
+            fr_rows(m, k, a, (size_t)lda, 1, bpp, FR_NR, 0, cp, ldc, FR_NR);
+        else if (m == 3)
+            fr_tile_pair(3, k, a, lda, bpp, cp, ldc);
+        else if (m == 2)
+            fr_tile_pair(2, k, a, lda, bpp, cp, ldc);
+        else
+            fr_tile_pair(1, k, a, lda, bpp, cp, ldc);
+    }
+}
+
+void fr_gemm_packed_alt(int m, int n, int k, const float *a, int lda, const float *bp,
+                        float *c, int ldc, int backward)
+{
+    /* a pair of panels must fit in L1 for the turn to find it there (k <= 128) */
+    if (m >= 4 || n % FR_NR != 0 || k > 128)
+        fr_gemm_packed_avx512(m, n, k, a, lda, bp, 0, c, ldc);
+    else
+        fr_gemm_packed_alt_avx512(m, n, k, a, lda, bp, c, ldc, backward);
+}
+
 /* C (m x n) (+)= A^T B with A (K x m) and B (K x n) row-major: the weight gradients
    dW = dG^T X, whose inner dimension runs over all (step, sample) rows.
    Blocked as a BLAS would: K in blocks of FR_KC; per block, B's rows are copied into
@@ -404,6 +459,11 @@ void fr_gemm_rowdot(int m, int n, int k, const float *a, int lda, const float *w
 {
     (void)m; (void)n; (void)k; (void)a; (void)lda; (void)w; (void)ldw; (void)accumulate;
     (void)c; (void)ldc;
+}
+void fr_gemm_packed_alt(int m, int n, int k, const float *a, int lda, const float *bp,
+                        float *c, int ldc, int backward)
+{
+    (void)m; (void)n; (void)k; (void)a; (void)lda; (void)bp; (void)c; (void)ldc; (void)backward;
 }
 void fr_gemm_packed(int m, int n, int k, const float *a, int lda, const float *bp,
                     int accumulate, float *c, int ldc)

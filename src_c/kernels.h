@@ -30,6 +30,12 @@ void fr_pack_w(float *bp, const float *w, int k, int n, int ldw);
 /* C (m x n, ld ldc) = A (m x k, ld lda) . packed  (+ C when accumulate). */
 void fr_gemm_packed(int m, int n, int k, const float *a, int lda, const float *bp,
                     int accumulate, float *c, int ldc);
+/* C = A . packed (no accumulate), bitwise as fr_gemm_packed, for the m = 1-3 rows of a
+   recurrence step: the panels go two at a time, first to last, or last to first when
+   `backward`. Alternating the direction from one step to the next starts each step on
+   the panels the previous one read last, still in L1 (the rest streams from L2). */
+void fr_gemm_packed_alt(int m, int n, int k, const float *a, int lda, const float *bp,
+                        float *c, int ldc, int backward);
 /* C (m x n, ld ldc) (+)= A (m x k, ld lda) W^T, W (n x k, ld ldw) unpacked: one fixed
    dot product per element, so each row's result is independent of m (small heads). */
 void fr_gemm_rowdot(int m, int n, int k, const float *a, int lda, const float *w, int ldw,

@@ -41,6 +41,7 @@ int fr_threads_used_max(void) { return fr_tls_max_threads; }
 void fr_threads_used_reset(void) { fr_tls_last_threads = fr_tls_max_threads = 0; }
 
 #include <stdint.h>
+#include <stdatomic.h>
 #include "kernels.h"
 #define FR_TEMPLATE "recurrence.c"
 #include "instantiate.h"
@@ -109,14 +110,16 @@ static int fr_threads(const fr_dims *d)
     return nt < fr_nchunks(d) ? nt : fr_nchunks(d);
 }
 /* Whether the unit-split path may take this call, whatever the thread count: inference
-   of a batch too small to cut into chunks (one chunk), LSTM or RNN, hidden units that
-   split into slices of 32 for at least 2 threads, and enough work per step that a
-   barrier per step pays. */
+   of a batch too small to cut into chunks (one chunk), hidden units that split into
+   slices of 32 for at least 2 threads, and enough work per step that a barrier per
+   step pays (FR_SPLIT_MIN_STEP: multiply-adds of a step; at 16384 an RNN of hidden 128
+   and an LSTM or GRU of hidden 64 qualify: halves of their W_hh fit each core's L1). */
+#define FR_SPLIT_MIN_STEP 16384.0
 static int fr_split_candidate(const fr_dims *d)
 {
-    if (fr_nchunks(d) != 1 || d->cell == FR_GRU || d->hidden % 64 != 0) return 0;
+    if (fr_nchunks(d) != 1 || d->hidden % 64 != 0) return 0;
     double step_work = (double)fr_gates(d->cell) * d->hidden * (d->input + d->hidden);
-    return step_work >= 32768.0;
+    return step_work >= FR_SPLIT_MIN_STEP;
 }
 /* Threads for the unit-split path (0: not taken) */
 static int fr_split_threads(const fr_dims *d)
@@ -165,6 +168,101 @@ static size_t fr_mul(size_t a, size_t b) { return (b && a > (size_t)-1 / b) ? 0 
    two cache lines cost up to a third of a batch-1 step (L2-bound). */
 #define FR_ALIGN 16                                 /* elements: 64 bytes of float */
 static size_t fr_round(size_t n) { return (n + FR_ALIGN - 1) / FR_ALIGN * FR_ALIGN; }
+
+/* ---- The packed-weight cache (float32 inference with the kernel) ----
+   Packing W_hh and W_ih into the kernel's panels costs about two steps of a batch-1
+   call (reading and writing every weight once). A caller that runs the same weights
+   again may hand over a cache (fr_forward_cached_f32): a key, a copy of the weights as
+   they were when last packed, and the panels. Each call compares the weights with the
+   copy, bit for bit (memcmp: one read of each, no writes), and repacks what differs:
+   a weight changed in place (an optimizer step), a new array or a changed thread count
+   can never be served stale panels, and identical bits give identical panels.
+   Layout (floats, from the first 64-byte boundary): key (FR_WC_KEY), copy of w_ih
+   (GH x I), copy of w_hh (GH x H), panels (fr_wc_panels). */
+#define FR_WC_KEY 16
+#define FR_WC_MAGIC 0x31435746
+enum { FR_WC_CHUNK = 1, FR_WC_SPLIT = 2 };
+static size_t fr_wc_panels(const fr_dims *d)
+{
+    const int GH = fr_gates(d->cell) * d->hidden, H = d->hidden, I = d->input;
+    const size_t split = (size_t)GH * ((size_t)H + I);   /* slices of whole panels */
+    const size_t fused = fr_packed_size(GH, I + H);
+    const size_t apart = fr_packed_size(GH, H) + fr_packed_size(GH, I);
+    size_t n = split > fused ? split : fused;
+    return n > apart ? n : apart;
+}
+
+size_t fr_weight_cache_size(const fr_dims *d)
+{
+    if (!fr_dims_ok(d)) return 0;
+    const size_t GH = (size_t)fr_gates(d->cell) * d->hidden;
+    return FR_ALIGN + FR_WC_KEY + fr_round(fr_mul(GH, (size_t)d->input))
+         + fr_round(fr_mul(GH, (size_t)d->hidden)) + fr_round(fr_wc_panels(d));
+}
+
+/* Writes the key of this call's panel layout; 1 when it differs from the one stored
+   (every panel must then be repacked), 0 when it is the same. */
+static int fr_wc_claim(float *key, const fr_dims *d, int mode, int nt, int fused)
+{
+    int k[8] = {FR_WC_MAGIC, d->cell, d->input, d->hidden, mode, nt, fused, 0};
+    if (memcmp(key, k, sizeof k) == 0) return 0;
+    memcpy(key, k, sizeof k);
+    return 1;
+}
+
+/* n floats of w against their copy: 0 when equal, else 1 after updating the copy */
+static int fr_wc_sync(float *copy, const float *w, size_t n)
+{
+    if (memcmp(copy, w, sizeof(float) * n) == 0) return 0;
+    memcpy(copy, w, sizeof(float) * n);
+    return 1;
+}
+
+/* The unit-split path's barrier, once per step (a step takes about a microsecond): the
+   threads spin on a shared counter (pause) for FR_SPINS rounds, about a millisecond,
+   then sleep on it (Linux futex), as libgomp does; cheaper than `omp barrier` (LSTM B1
+   on 2 threads: best call 174.5 against 190.4 us, see bench/README.md). Spinning that
+   long matters on a busy machine: a thread that yields or sleeps early pays a trip
+   through the scheduler at every step (medians of 20 ms were measured that way).
+   Elsewhere than Linux, OpenMP's barrier. */
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <limits.h>
+#define FR_HAVE_FUTEX 1
+#endif
+#define FR_SPINS 100000
+typedef struct {
+    _Atomic int count, gen, sleepers;
+} __attribute__((aligned(64))) fr_step_barrier;
+
+static void fr_step_barrier_wait(fr_step_barrier *b, int n)
+{
+#ifndef FR_HAVE_FUTEX
+    (void)b; (void)n;
+#pragma omp barrier
+#else
+    const int g = atomic_load_explicit(&b->gen, memory_order_relaxed);
+    if (atomic_fetch_add_explicit(&b->count, 1, memory_order_acq_rel) == n - 1) {
+        atomic_store_explicit(&b->count, 0, memory_order_relaxed);
+        atomic_store(&b->gen, g + 1);                           /* seq_cst */
+        if (atomic_load(&b->sleepers) > 0)
+            syscall(SYS_futex, &b->gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+        return;
+    }
+    for (int spins = 0; spins < FR_SPINS; spins++) {
+        if (atomic_load_explicit(&b->gen, memory_order_acquire) != g) return;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    atomic_fetch_add(&b->sleepers, 1);                          /* seq_cst */
+    while (atomic_load(&b->gen) == g)
+        syscall(SYS_futex, &b->gen, FUTEX_WAIT_PRIVATE, g, NULL, NULL, 0);
+    atomic_fetch_sub(&b->sleepers, 1);
+#endif
+}
 
 static size_t fr_forward_per_thread(const fr_dims *d)
 {
@@ -298,9 +396,11 @@ static void FR(mul_tn)(gemm_t gemm, int m, int n, int K, const real *A, int lda,
 }
 
 /* Packs the weights for the kernel into ws (float32 with the kernel available only);
-   sets the four panels' addresses or leaves them NULL (then BLAS is used). */
+   sets the four panels' addresses or leaves them NULL (then BLAS is used). With
+   pack == 0 only the addresses are set (the panels are already there: the cache). */
 static void FR(pack_weights)(const fr_dims *d, real *ws, const real *w_ih, const real *w_hh,
-                             int for_backward, const float **pk_hh, const float **pk_ih)
+                             int for_backward, int pack, const float **pk_hh,
+                             const float **pk_ih)
 {
     *pk_hh = NULL;
     *pk_ih = NULL;
@@ -311,23 +411,27 @@ static void FR(pack_weights)(const fr_dims *d, real *ws, const real *w_ih, const
     if (!for_backward && fr_fused(d)) {
         /* one product per step: [x_t, h_{t-1}] [W_ih, W_hh]^T (GRU cannot: its n gate
            needs the two halves apart) */
-        fr_pack_wt2(p, w_ih, I, I, w_hh, H, H, GH);
+        if (pack) fr_pack_wt2(p, w_ih, I, I, w_hh, H, H, GH);
         *pk_hh = p;
         *pk_ih = NULL;
     } else if (!for_backward) {
-        fr_pack_wt(p, w_hh, GH, H, H);                 /* a = h W_hh^T  */
-        fr_pack_wt(p + fr_packed_size(GH, H), w_ih, GH, I, I);   /* xp = x W_ih^T */
+        if (pack) {
+            fr_pack_wt(p, w_hh, GH, H, H);                 /* a = h W_hh^T  */
+            fr_pack_wt(p + fr_packed_size(GH, H), w_ih, GH, I, I);   /* xp = x W_ih^T */
+        }
         *pk_hh = p;
         *pk_ih = p + fr_packed_size(GH, H);
     } else {
         float *q = p + fr_packed_size(GH, H) + fr_packed_size(GH, I);
-        fr_pack_w(q, w_hh, GH, H, H);                  /* dh += dG W_hh */
-        fr_pack_w(q + fr_packed_size(H, GH), w_ih, GH, I, I);    /* dx = dG W_ih  */
+        if (pack) {
+            fr_pack_w(q, w_hh, GH, H, H);                  /* dh += dG W_hh */
+            fr_pack_w(q + fr_packed_size(H, GH), w_ih, GH, I, I);    /* dx = dG W_ih  */
+        }
         *pk_hh = q;
         *pk_ih = q + fr_packed_size(H, GH);
     }
 #else
-    (void)d; (void)ws; (void)w_ih; (void)w_hh; (void)for_backward;
+    (void)d; (void)ws; (void)w_ih; (void)w_hh; (void)for_backward; (void)pack;
 #endif
 }
 
@@ -434,6 +538,11 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
                            sizeof(real) * I);
                 FR_MUL_WT(gemm, pk_hh, nact, GH, I + H, xh, ldh, NULL, 0, a, GH);
             } else {
+#if FR_IS_FLOAT
+                if (pk_hh)      /* same bits; panels in alternating order (L1 reuse) */
+                    fr_gemm_packed_alt(nact, GH, H, h, H, pk_hh, a, GH, t & 1);
+                else
+#endif
                 FR_MUL_WT(gemm, pk_hh, nact, GH, H, h, H, w_hh, 0, a, GH);
             }
             real *st = store ? store + ((size_t)t * B + b0) * S : NULL;
@@ -476,107 +585,168 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
    W_hh that feed its units (they stay in its own cache), projects the inputs of a block
    of steps onto its gate columns in one product, and per step computes its gate columns
    of h W_hh^T and updates its units; the full h for the next step is assembled in a
-   double-buffered row, so one barrier per step suffices. Per step only the recurrent
-   weights stream from the thread's cache (the input projection is done in blocks).
-   LSTM/RNN only (their update of a unit needs nothing but that unit's gates). */
+   double-buffered row, so one barrier per step suffices (fr_step_barrier). Per step
+   only the recurrent weights stream from the thread's cache, the panels in alternating
+   order (fr_gemm_packed_alt). Every cell: a unit's update needs only its own gates (and,
+   for GRU, its own previous value).
+   packed: the nt slices (in ws, or in the weight cache); copy_ih / copy_hh: the cache's
+   copies of the weights (NULL: no cache, always pack); force: repack whatever the copies
+   say (the cache held another layout). Each thread checks and packs only its own rows. */
 static void FR(forward_split)(const fr_dims *d, int nt, real *out, real *h_n, real *c_n,
                               const real *x, const int *lengths, const real *h0,
                               const real *c0, const real *w_ih, const real *w_hh,
-                              const real *b_ih, const real *b_hh, real *ws)
+                              const real *b_ih, const real *b_hh, real *ws, real *packed,
+                              real *copy_ih, real *copy_hh, int force)
 {
     const int B = d->batch, T = d->steps, I = d->input, H = d->hidden, cell = d->cell;
     const int G = fr_gates(cell), hs = H / nt, GS = G * hs, lstm = cell == FR_LSTM;
+    const int gru = cell == FR_GRU;
     const int XB = fr_xblock(d);
     const size_t per = fr_split_per_thread(d, nt);
-    real *packed = ws;                                   /* nt slices: GS x H, GS x I */
     real *hbuf = ws + fr_packed_weights(d);              /* (2, B, H) shared */
     real *wthreads = hbuf + fr_round(2 * (size_t)B * H);
+    fr_step_barrier bar;
+    atomic_init(&bar.count, 0);
+    atomic_init(&bar.gen, 0);
+    atomic_init(&bar.sleepers, 0);
     int Tmax = 0;
     for (int b = 0; b < B; b++) Tmax = lengths[b] > Tmax ? lengths[b] : Tmax;
 #pragma omp parallel num_threads(nt)
     {
         FR_FTZ_ON();
         FR_NOTE_TEAM();
-        const int tid = FR_THREAD_NUM(), u0 = tid * hs;
-        real *pk_hh = packed + (size_t)tid * GS * (H + I);
-        real *pk_ih = pk_hh + (size_t)GS * H;
-        real *w = wthreads + per * (size_t)tid;
-        real *a = w;                                     /* (B, GS) */
-        real *bi = a + (size_t)B * GS, *bh = bi + GS;
-        real *cst = bh + GS;                             /* (B, hs) */
-        real *xg = cst + (size_t)B * hs;                 /* (XB*B, I) */
-        real *xp = xg + (size_t)XB * B * I;              /* (XB*B, GS) */
-        for (int g = 0; g < G; g++) {                    /* gate g's rows u0..u0+hs */
-            fr_pack_wt(pk_hh + (size_t)g * hs * H, w_hh + (size_t)(g * H + u0) * H, hs, H, H);
-            fr_pack_wt(pk_ih + (size_t)g * hs * I, w_ih + (size_t)(g * H + u0) * I, hs, I, I);
-            memcpy(bi + g * hs, b_ih + g * H + u0, sizeof(real) * hs);
-            memcpy(bh + g * hs, b_hh + g * H + u0, sizeof(real) * hs);
+        /* slices tid, tid + team, ...: one each unless OpenMP gave a smaller team
+           (OMP_DYNAMIC, a thread limit); the barrier counts the team */
+        const int tid = FR_THREAD_NUM(), team = FR_TEAM_SIZE();
+        for (int sl = tid; sl < nt; sl += team) {
+            const int u0 = sl * hs;
+            real *pk_hh = packed + (size_t)sl * GS * (H + I);
+            real *pk_ih = pk_hh + (size_t)GS * H;
+            real *a = wthreads + per * (size_t)sl;       /* (B, GS) */
+            real *bi = a + (size_t)B * GS, *bh = bi + GS;
+            real *cst = bh + GS;                         /* (B, hs) */
+            int changed = 0;
+            if (copy_hh)                                 /* every sync runs: it updates */
+                for (int g = 0; g < G; g++) {
+                    const size_t r0 = (size_t)g * H + u0;
+                    changed |= fr_wc_sync(copy_hh + r0 * H, w_hh + r0 * H, (size_t)hs * H);
+                    changed |= fr_wc_sync(copy_ih + r0 * I, w_ih + r0 * I, (size_t)hs * I);
+                }
+            for (int g = 0; g < G; g++) {                /* gate g's rows u0..u0+hs */
+                if (!copy_hh || changed || force) {
+                    fr_pack_wt(pk_hh + (size_t)g * hs * H, w_hh + (size_t)(g * H + u0) * H, hs, H, H);
+                    fr_pack_wt(pk_ih + (size_t)g * hs * I, w_ih + (size_t)(g * H + u0) * I, hs, I, I);
+                }
+                memcpy(bi + g * hs, b_ih + g * H + u0, sizeof(real) * hs);
+                memcpy(bh + g * hs, b_hh + g * H + u0, sizeof(real) * hs);
+            }
+            for (int b = 0; b < B; b++) {
+                memcpy(hbuf + (size_t)b * H + u0, h0 + (size_t)b * H + u0, sizeof(real) * hs);
+                if (lstm) memcpy(cst + (size_t)b * hs, c0 + (size_t)b * H + u0, sizeof(real) * hs);
+            }
         }
-        for (int b = 0; b < B; b++) {
-            memcpy(hbuf + (size_t)b * H + u0, h0 + (size_t)b * H + u0, sizeof(real) * hs);
-            if (lstm) memcpy(cst + (size_t)b * hs, c0 + (size_t)b * H + u0, sizeof(real) * hs);
-        }
-#pragma omp barrier
+        fr_step_barrier_wait(&bar, team);
         for (int t0 = 0; t0 < Tmax; t0 += XB) {
             const int kb = Tmax - t0 < XB ? Tmax - t0 : XB;
-            FR(gather_inputs)(d, x, t0, kb, 0, B, NULL, lengths, xg);
-            fr_gemm_packed(kb * B, GS, I, xg, I, pk_ih, 0, xp, GS);
+            for (int sl = tid; sl < nt; sl += team) {
+                real *a = wthreads + per * (size_t)sl;
+                real *xg = a + (size_t)B * GS + 2 * GS + (size_t)B * hs;   /* (XB*B, I) */
+                real *xp = xg + (size_t)XB * B * I;                        /* (XB*B, GS) */
+                const real *pk_ih = packed + (size_t)sl * GS * (H + I) + (size_t)GS * H;
+                FR(gather_inputs)(d, x, t0, kb, 0, B, NULL, lengths, xg);
+                fr_gemm_packed(kb * B, GS, I, xg, I, pk_ih, 0, xp, GS);
+            }
             for (int s = 0; s < kb; s++) {
                 const int t = t0 + s;
                 real *cur = hbuf + (size_t)(t & 1) * B * H, *nxt = hbuf + (size_t)((t + 1) & 1) * B * H;
-                fr_gemm_packed(B, GS, H, cur, H, pk_hh, 0, a, GS);
-                for (int b = 0; b < B; b++) {
-                    const int len = lengths[b];
-                    real *hn = nxt + (size_t)b * H + u0;
-                    if (t >= len) {                      /* carried */
-                        memcpy(hn, cur + (size_t)b * H + u0, sizeof(real) * hs);
-                        continue;
+                for (int sl = tid; sl < nt; sl += team) {
+                    const int u0 = sl * hs;
+                    const real *pk_hh = packed + (size_t)sl * GS * (H + I);
+                    real *a = wthreads + per * (size_t)sl;
+                    real *bi = a + (size_t)B * GS, *bh = bi + GS, *cst = bh + GS;
+                    const real *xp = cst + (size_t)B * hs + (size_t)XB * B * I;
+                    fr_gemm_packed_alt(B, GS, H, cur, H, pk_hh, a, GS, t & 1);
+                    for (int b = 0; b < B; b++) {
+                        const int len = lengths[b];
+                        real *hn = nxt + (size_t)b * H + u0;
+                        if (t >= len || gru)             /* carried, or GRU's h_{t-1} */
+                            memcpy(hn, cur + (size_t)b * H + u0, sizeof(real) * hs);
+                        if (t >= len) continue;
+                        real *ab = a + (size_t)b * GS;
+                        const real *xpb = xp + ((size_t)s * B + b) * GS;
+                        if (lstm)
+                            FR(lstm_rows_forward)(1, hs, xpb, ab, bi, bh, hn, H, cst + (size_t)b * hs, NULL);
+                        else if (gru)
+                            FR(gru_rows_forward)(1, hs, xpb, ab, bi, bh, hn, H, NULL);
+                        else
+                            FR(rnn_rows_forward)(1, hs, cell == FR_RNN_RELU, xpb, ab, bi, bh, hn, H);
+                        if (out)
+                            memcpy(out + fr_row(d, fr_time_index(d, t, len), b) * d->ld + u0, hn,
+                                   sizeof(real) * hs);
                     }
-                    real *ab = a + (size_t)b * GS;
-                    const real *xpb = xp + ((size_t)s * B + b) * GS;
-                    if (lstm)
-                        FR(lstm_rows_forward)(1, hs, xpb, ab, bi, bh, hn, H, cst + (size_t)b * hs, NULL);
-                    else
-                        FR(rnn_rows_forward)(1, hs, cell == FR_RNN_RELU, xpb, ab, bi, bh, hn, H);
-                    if (out)
-                        memcpy(out + fr_row(d, fr_time_index(d, t, len), b) * d->ld + u0, hn,
-                               sizeof(real) * hs);
                 }
-#pragma omp barrier
+                fr_step_barrier_wait(&bar, team);
             }
         }
-        for (int b = 0; b < B; b++) {
-            memcpy(h_n + (size_t)b * H + u0, hbuf + (size_t)(Tmax & 1) * B * H + (size_t)b * H + u0,
-                   sizeof(real) * hs);
-            if (lstm) memcpy(c_n + (size_t)b * H + u0, cst + (size_t)b * hs, sizeof(real) * hs);
-            for (int tt = lengths[b]; tt < T && out; tt++)
-                memset(out + fr_row(d, tt, b) * d->ld + u0, 0, sizeof(real) * hs);
+        for (int sl = tid; sl < nt; sl += team) {
+            const int u0 = sl * hs;
+            const real *cst = wthreads + per * (size_t)sl + (size_t)B * GS + 2 * GS;
+            for (int b = 0; b < B; b++) {
+                memcpy(h_n + (size_t)b * H + u0, hbuf + (size_t)(Tmax & 1) * B * H + (size_t)b * H + u0,
+                       sizeof(real) * hs);
+                if (lstm) memcpy(c_n + (size_t)b * H + u0, cst + (size_t)b * hs, sizeof(real) * hs);
+                for (int tt = lengths[b]; tt < T && out; tt++)
+                    memset(out + fr_row(d, tt, b) * d->ld + u0, 0, sizeof(real) * hs);
+            }
         }
         FR_FTZ_OFF();
     }
 }
 #endif
 
-int FR(fr_forward)(const fr_dims *d, real *out, real *h_n, real *c_n,
-                   real *h_all, real *c_all, real *store,
-                   const real *x, const int *lengths, const real *h0, const real *c0,
-                   const real *w_ih, const real *w_hh, const real *b_ih, const real *b_hh,
-                   real *ws, gemm_t gemm)
+/* fr_forward, with the packed-weight cache of fr_forward_cached_f32 (NULL: none; only
+   float32 inference on the kernel uses it) */
+static int FR(forward_impl)(const fr_dims *d, real *out, real *h_n, real *c_n,
+                            real *h_all, real *c_all, real *store,
+                            const real *x, const int *lengths, const real *h0, const real *c0,
+                            const real *w_ih, const real *w_hh, const real *b_ih,
+                            const real *b_hh, real *ws, real *cache, gemm_t gemm)
 {
     if (!fr_dims_ok(d) || !fr_lengths_ok(d, lengths)) return FR_EBADDIMS;
     ws = FR(aligned)(ws);
     const int nchunks = fr_nchunks(d), nt = fr_threads(d);
     const size_t per = fr_forward_per_thread(d);
+    real *packed = ws;
+    int pack = 1;
 #if FR_IS_FLOAT
+    real *copy_ih = NULL, *copy_hh = NULL;
+    const int cached = cache != NULL && !h_all && fr_use_kernel();
+    if (cached) {
+        const size_t GH = (size_t)fr_gates(d->cell) * d->hidden;
+        cache = FR(aligned)(cache);
+        copy_ih = cache + FR_WC_KEY;
+        copy_hh = copy_ih + fr_round(GH * (size_t)d->input);
+        packed = copy_hh + fr_round(GH * (size_t)d->hidden);
+    }
     const int nsplit = fr_split_threads(d);
     if (nsplit && !h_all && fr_use_kernel() && !getenv("FASTRNN_NO_SPLIT")) {
+        const int force = cached ? fr_wc_claim(cache, d, FR_WC_SPLIT, nsplit, 0) : 1;
         FR(forward_split)(d, nsplit, out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih,
-                          b_hh, ws);
+                          b_hh, ws, packed, copy_ih, copy_hh, force);
         return FR_OK;
     }
+    if (cached) {
+        const size_t GH = (size_t)fr_gates(d->cell) * d->hidden;
+        const int force = fr_wc_claim(cache, d, FR_WC_CHUNK, 0, fr_fused(d));
+        const int changed = fr_wc_sync(copy_ih, w_ih, GH * (size_t)d->input)
+                          | fr_wc_sync(copy_hh, w_hh, GH * (size_t)d->hidden);
+        pack = force || changed;
+    }
+#else
+    (void)cache;
 #endif
     const float *pk_hh, *pk_ih;
-    FR(pack_weights)(d, ws, w_ih, w_hh, 0, &pk_hh, &pk_ih);
+    FR(pack_weights)(d, packed, w_ih, w_hh, 0, pack, &pk_hh, &pk_ih);
     real *wthreads = ws + fr_packed_weights(d);
     (void)nt;
 #pragma omp parallel num_threads(nt)
@@ -592,6 +762,28 @@ int FR(fr_forward)(const fr_dims *d, real *out, real *h_n, real *c_n,
     }
     return FR_OK;
 }
+
+int FR(fr_forward)(const fr_dims *d, real *out, real *h_n, real *c_n,
+                   real *h_all, real *c_all, real *store,
+                   const real *x, const int *lengths, const real *h0, const real *c0,
+                   const real *w_ih, const real *w_hh, const real *b_ih, const real *b_hh,
+                   real *ws, gemm_t gemm)
+{
+    return FR(forward_impl)(d, out, h_n, c_n, h_all, c_all, store, x, lengths, h0, c0,
+                            w_ih, w_hh, b_ih, b_hh, ws, NULL, gemm);
+}
+
+#if FR_IS_FLOAT
+int fr_forward_cached_f32(const fr_dims *d, float *out, float *h_n, float *c_n,
+                          const float *x, const int *lengths, const float *h0,
+                          const float *c0, const float *w_ih, const float *w_hh,
+                          const float *b_ih, const float *b_hh, float *ws, float *cache,
+                          fr_sgemm_t gemm)
+{
+    return FR(forward_impl)(d, out, h_n, c_n, NULL, NULL, NULL, x, lengths, h0, c0, w_ih,
+                            w_hh, b_ih, b_hh, ws, cache, gemm);
+}
+#endif
 
 /* Walks samples [j*c, j*c + nb) back through time (in forward's row order, longest
    first); writes their rows of dgh / dgi and this chunk's partial bias gradients
@@ -688,7 +880,7 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
     real *wthreads = packed + fr_packed_weights(d);
     const size_t per = fr_round((size_t)2 * fr_chunk(d) * H);
     const float *pk_hh, *pk_ih;
-    FR(pack_weights)(d, packed, w_ih, w_hh, 1, &pk_hh, &pk_ih);
+    FR(pack_weights)(d, packed, w_ih, w_hh, 1, 1, &pk_hh, &pk_ih);
     /* the large GEMMs after the loop, cut in pieces fixed by the problem (deterministic
        for any thread count): dW_hh and dW_ih by segments of rows (fr_kseg), dX by blocks
        of (t, b) rows */
