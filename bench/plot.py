@@ -14,7 +14,9 @@ def main(src, dst):
     rows = data["results"]
     peers = [n for n in data["meta"]["contenders"] if n != "fastrnn"]
     fig, axes = plt.subplots(1, len(peers), figsize=(7 * len(peers), 6), squeeze=False)
+    all_rows = rows
     for ax, peer in zip(axes[0], peers):
+        rows = [r for r in all_rows if r.get(f"t_{peer}")]   # inference-only peers
         labels = [f"{r['cell']} {r['size']} {r['mode'][:5]} {r['threads']}t" for r in rows]
         ratios = [r[f"t_{peer}"] / r["t_fastrnn"] for r in rows]
         colors = ["tab:green" if v >= 1 else "tab:red" for v in ratios]

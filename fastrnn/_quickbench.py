@@ -21,6 +21,7 @@ SIZES = {  # batch, steps, inputs, hidden, layers
     "M": (64, 100, 32, 128, 1),
     "L": (128, 200, 64, 256, 2),
     "B1": (1, 100, 32, 128, 1),     # single-sequence latency
+    "XS": (3, 6, 5, 8, 2),          # a smoke size for tests/test_bench.py, not a benchmark
 }
 N_CLASSES = 10
 
@@ -116,9 +117,11 @@ def _worker(name, threads, min_seconds, conn):
 class _Worker:
     """A contender in its own spawned process. target(*args, conn) sends "ready", then
     answers every message with one reply until it receives None. OMP_NUM_THREADS is
-    set for the child only. (bench/layers.py runs its contenders through this too.)"""
+    set for the child only. (bench/layers.py runs its contenders through this too.) With
+    wait=False the constructor returns once the process is started; wait_ready() then
+    waits for it (so several workers can import their packages at the same time)."""
 
-    def __init__(self, target, args, threads, label):
+    def __init__(self, target, args, threads, label, wait=True):
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
         old = os.environ.get("OMP_NUM_THREADS")
@@ -131,8 +134,13 @@ class _Worker:
                 os.environ.pop("OMP_NUM_THREADS", None)
             else:
                 os.environ["OMP_NUM_THREADS"] = old
-        if not self.conn.poll(120) or self.conn.recv() != "ready":
-            raise RuntimeError(f"the {label} benchmark worker did not start")
+        self.label = label
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout=120):
+        if not self.conn.poll(timeout) or self.conn.recv() != "ready":
+            raise RuntimeError(f"the {self.label} benchmark worker did not start")
 
     def ask(self, msg):
         self.conn.send(msg)
