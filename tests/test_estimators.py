@@ -432,9 +432,10 @@ def _initial_params(monkeypatch):
     seen = []
     orig = _training.snapshot
 
-    def recording(est, training_state=False):
-        snap = orig(est, training_state)
-        seen.append(snap)
+    def recording(est, training_state=False, into=None):
+        snap = orig(est, training_state, into=into)
+        # a copy: the training loop reuses a snapshot's arrays for a later one
+        seen.append({k: v.copy() for k, v in snap.items() if isinstance(v, np.ndarray)})
         return snap
     monkeypatch.setattr(_training, "snapshot", recording)
     return seen

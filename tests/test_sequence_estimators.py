@@ -380,9 +380,13 @@ def test_non_integer_sequence_weights_weight_every_step_in_one_sgd_step(monkeypa
     w = np.array([0.3, 1.5, 2.25, 0.7, 1.1, 0.05, 3.0])
     seen = []
     orig = _training.snapshot
-    monkeypatch.setattr(_training, "snapshot",
-                        lambda est, training_state=False:
-                        seen.append(orig(est, training_state)) or seen[-1])
+
+    def recording(est, training_state=False, into=None):
+        snap = orig(est, training_state, into=into)
+        # a copy: the training loop reuses a snapshot's arrays for a later one
+        seen.append({k: v.copy() for k, v in snap.items() if isinstance(v, np.ndarray)})
+        return snap
+    monkeypatch.setattr(_training, "snapshot", recording)
     lr = 0.1
     m = LSTMTagger(hidden_size=4, optimizer="sgd", learning_rate=lr, batch_size=7,
                    max_epochs=1, clip_grad_norm=None, shuffle=False, dtype="float64",
