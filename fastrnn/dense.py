@@ -12,11 +12,17 @@ from . import _core
 from ._checks import _as_real_array, _check_dtype, _check_positive_int, checked_params
 
 
+_resolve = None
+
+
 def _resolve_threads(n_threads):
     # the recurrent layers' resolution (None -> get_num_threads(), one thread in a child
-    # forked after OpenMP started); imported here because layers imports this module
-    from .layers import _resolve_threads as resolve
-    return resolve(n_threads)
+    # forked after OpenMP started); looked up late because layers imports this module
+    global _resolve
+    if _resolve is None:
+        from .layers import _resolve_threads as resolve
+        _resolve = resolve
+    return _resolve(n_threads)
 
 __all__ = ["Dense"]
 

@@ -11,6 +11,7 @@ Semantics follow PyTorch's nn.LSTM / nn.GRU / nn.RNN with packed sequences:
 sample b runs steps 0..len_b-1, its outputs past len_b are 0, its final state is the
 state after step len_b-1, and the reverse direction starts at step len_b-1.
 """
+import math
 import os
 import threading
 
@@ -143,7 +144,7 @@ def call_bytes(cell, input_size, hidden_size, num_layers, num_directions, batch,
 # ~500 for an LSTM; the cache holds a copy and the panels, about twice the weights
 _CACHE_MAX_WEIGHTS = 1 << 20
 
-_WORK_PER_CHUNK = 16e6   # multiply-adds: below this a work item is not worth a thread
+_WORK_PER_CHUNK = 4e6    # multiply-adds: below this a work item is not worth a thread
 
 
 def _chunk_size(batch, work):
@@ -307,18 +308,22 @@ class _Recurrent:
         return {name: self.rng.uniform(-bound, bound, size=shape).astype(self.dtype)
                 for name, shape in self.param_shapes().items()}
 
-    def _checked_params(self):
-        """The parameters as C-contiguous arrays of the layer's dtype (no copy when they
-        already are), after checking names and shapes. The common case first: every
-        parameter already is such an ndarray (checked_params' conversions would return
-        them unchanged; a batch-1 call spends as long in them as in two recurrence steps)."""
+    def _param_shapes_cached(self):
+        """param_shapes(), computed again only when the architecture changes."""
         key = (self._cell, self.input_size, self.hidden_size, self.num_layers,
                self.bidirectional)
         cached = self.__dict__.get("_shapes_cache")
         if cached is None or cached[0] != key:
             cached = (key, self.param_shapes())
             self._shapes_cache = cached
-        shapes, params, dt = cached[1], self.params, self.dtype
+        return cached[1]
+
+    def _checked_params(self):
+        """The parameters as C-contiguous arrays of the layer's dtype (no copy when they
+        already are), after checking names and shapes. The common case first: every
+        parameter already is such an ndarray (checked_params' conversions would return
+        them unchanged; a batch-1 call spends as long in them as in two recurrence steps)."""
+        shapes, params, dt = self._param_shapes_cached(), self.params, self.dtype
         if type(params) is dict:
             out = {}
             for name, shape in shapes.items():
@@ -417,13 +422,53 @@ class _Recurrent:
         elif c0 is not None:
             raise ValueError(f"c0 is only for LSTM; {type(self).__name__} has no cell state")
         params = self._checked_params()
-        L, D, H = self.num_layers, self.num_directions, self.hidden_size
-        nt, chunk = _resolve_threads(n_threads), _chunk_size(B, self._work(B, T))
-        max_batch = BLAS_INT_MAX // (T * self._gate_count * H)
+        nt = _resolve_threads(n_threads)
+        max_batch = BLAS_INT_MAX // (T * self._gate_count * self.hidden_size)
         if B > max_batch:   # inference only: training was refused by _check_call_size
             return self._forward_in_parts(X, lengths, h0, c0 if lstm else None, max_batch,
                                           nt, return_sequences,
                                           "bfloat16" if use_bf16 else "float32")
+        return self._run_forward(X, lengths, h0, c0, params, training, nt, return_sequences,
+                                 use_bf16)
+
+    def _train_forward(self, X, lengths, n_threads, return_sequences=True):
+        """forward(X, lengths, training=True, ...) for a caller that has
+        already validated its data once (the estimators' training loop): X finite, of
+        the layer's dtype and C-contiguous, lengths int32 in [1, T]. Only the structure
+        is checked here (what keeps the core in bounds); anything else takes forward."""
+        if type(lengths) is np.ndarray and lengths.dtype == np.int64:
+            lengths = lengths.astype(np.int32)
+        B, T = (X.shape[0], X.shape[1]) if X.ndim == 3 else (0, 0)
+        if (type(X) is not np.ndarray or X.ndim != 3 or X.dtype != self.dtype
+                or not X.flags.c_contiguous or X.shape[2] != self.input_size or B < 1
+                or T < 1 or type(lengths) is not np.ndarray or lengths.dtype != np.int32
+                or lengths.shape != (B,)):
+            return self.forward(X, lengths, training=True, n_threads=n_threads,
+                                return_sequences=return_sequences)
+        if self.__dict__.get("_sized") != (B, T, return_sequences):
+            self._check_call_size(B, T, True, return_sequences)
+            self._sized = (B, T, return_sequences)   # passed: the next batches repeat it
+        zeros = self._zero_state(B)
+        return self._run_forward(X, lengths, zeros, zeros, self._checked_params(), True,
+                                 _resolve_threads(n_threads), return_sequences, False)
+
+    def _zero_state(self, B):
+        """A zero initial state (read-only: the core never writes h0/c0), kept between
+        calls of the same batch size."""
+        z = self.__dict__.get("_zeros")
+        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
+        if z is None or z.shape != shape or z.dtype != self.dtype:
+            z = np.zeros(shape, dtype=self.dtype)
+            z.flags.writeable = False
+            self._zeros = z
+        return z
+
+    def _run_forward(self, X, lengths, h0, c0, params, training, nt, return_sequences,
+                     use_bf16):
+        B, T, _ = X.shape
+        lstm = self._cell == "lstm"
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        chunk = _chunk_size(B, self._work(B, T))
         S = _core.store_width(self._core_cell, H)
         h_n = np.empty((L * D, B, H), dtype=self.dtype)
         c_n = np.empty((L * D, B, H), dtype=self.dtype) if lstm else None
@@ -567,10 +612,12 @@ class _Recurrent:
         faults from fresh allocations on every step)."""
         bufs = self.__dict__.setdefault("_train_bufs", {})
         buf = bufs.get(key)
-        if buf is None or buf.shape != shape or buf.dtype != self.dtype:
-            buf = np.empty(shape, dtype=self.dtype)
+        size = math.prod(shape)
+        if buf is None or buf.size < size or buf.dtype != self.dtype:
+            buf = np.empty(max(size, 1), dtype=self.dtype)
             bufs[key] = buf
-        return buf
+        # the batch of an epoch's last step is often smaller: a prefix of the buffer
+        return buf[:size].reshape(shape)
 
     __call__ = forward
 
@@ -590,9 +637,33 @@ class _Recurrent:
         if d_out is not None:
             d_out = self._check_grad(d_out, "d_out", (B, T, D * H))
         d_h_n, d_c_n = self._split_d_state(d_state, state_shape)
-        nt, chunk = _resolve_threads(n_threads), _chunk_size(B, self._work(B, T))
+        return self._run_backward(d_out, d_h_n, d_c_n, _resolve_threads(n_threads))
+
+    def _train_backward(self, d_out, d_h_n, n_threads):
+        """backward(d_out, d_h_n) for the estimators' training loop, whose gradients come
+        from its own loss and head: d_out None or (B, T, D*H), d_h_n None or the state's
+        shape, C-contiguous arrays of the layer's dtype (else backward's checks run)."""
+        if self._cache is None:
+            raise ValueError("backward() needs a preceding forward(X, training=True)")
+        B, T, dt = self._cache["B"], self._cache["T"], self.dtype
+        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
+        ok = all(a is None or (type(a) is np.ndarray and a.dtype == dt and a.shape == s
+                               and a.flags.c_contiguous)
+                 for a, s in ((d_out, (B, T, shape[0] // self.num_layers * shape[2])),
+                              (d_h_n, shape)))
+        if not ok:
+            return self.backward(d_out, d_h_n, n_threads=n_threads)
+        return self._run_backward(d_out, d_h_n, None, _resolve_threads(n_threads))
+
+    def _run_backward(self, d_out, d_h_n, d_c_n, nt):
+        cache = self._cache
+        B, T, lengths, params = cache["B"], cache["T"], cache["lengths"], cache["params"]
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        lstm = self._cell == "lstm"
+        state_shape = (L * D, B, H)
+        chunk = _chunk_size(B, self._work(B, T))
         grads = {name: np.zeros(shape, dtype=self.dtype)
-                 for name, shape in self.param_shapes().items()}
+                 for name, shape in self._param_shapes_cached().items()}
         dh0 = np.empty(state_shape, dtype=self.dtype)
         dc0 = np.empty(state_shape, dtype=self.dtype) if lstm else None
         d_inp = None if d_out is None else np.ascontiguousarray(d_out)
@@ -645,6 +716,7 @@ class _Recurrent:
         state = self.__dict__.copy()
         state.pop("_ws", None)
         state.pop("_train_bufs", None)
+        state.pop("_zeros", None)
         state["_cache"] = None
         return state
 

@@ -135,12 +135,20 @@ def softmax_cross_entropy_rows(logits, y, row_weight=None, n_threads=None):
     y = _check_labels(y, n, c).astype(np.int32)
     w = None if row_weight is None else np.ascontiguousarray(
         _check_weights(row_weight, n, "row_weight", z.dtype))
-    total = float(n) if w is None else float(np.sum(w, dtype=np.float64))
+    return _softmax_xent_rows(np.ascontiguousarray(z), y, w, _resolve_threads(n_threads))
+
+
+def _softmax_xent_rows(z, y, w, n_threads):
+    """softmax_cross_entropy_rows on inputs checked by the caller (the estimators'
+    training loop validates labels and weights once per fit): z (n, C) C-contiguous
+    float32/float64, y int32 (n,), w None or C-contiguous (n,) of z's dtype, finite and
+    non-negative. The core still checks shapes and the label range (bounds)."""
+    from . import _core
+    total = float(z.shape[0]) if w is None else float(np.sum(w, dtype=np.float64))
     if total == 0:
         return 0.0, np.zeros_like(z)
-    z = np.ascontiguousarray(z)
     dz = np.empty_like(z)
-    loss = _core.softmax_xent(z, y, w, 1.0 / total, dz, _resolve_threads(n_threads))
+    loss = _core.softmax_xent(z, y, w, 1.0 / total, dz, n_threads)
     return loss / total, dz
 
 

@@ -98,7 +98,7 @@ class Optimizer:
             raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
         if not isinstance(grads, dict):
             raise TypeError(f"grads must be a dict of arrays, got {type(grads).__name__}")
-        if max_norm is not None:
+        if max_norm is not None and not (type(max_norm) is float and 0.0 < max_norm < math.inf):
             max_norm = _check_real(max_norm, "max_norm", 0.0, low_open=True)
         dense, sparse = [], []
         for key, g in grads.items():

@@ -54,7 +54,7 @@ void fr_threads_used_reset(void) { fr_tls_last_threads = fr_tls_max_threads = 0;
 #define FR_DEFAULT_CHUNK 16
 #define FR_MAX_CHUNK 256         /* samples per work item at most (stack arrays) */
 #define FR_GEMM_BLOCK_ROWS 512   /* (t, b) rows per block of the dX GEMM */
-#define FR_MIN_WORK 1.6e7        /* multiply-adds per thread below which threads do not pay */
+#define FR_MIN_WORK 4e6          /* multiply-adds per thread below which threads do not pay */
 
 /* Each cell described once, indexed by enum fr_cell; Python reads it (_core.cell_info)
    instead of repeating gate counts. `stored` must match what the cell's *_rows_forward

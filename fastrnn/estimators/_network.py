@@ -72,15 +72,17 @@ class SequenceModel:
         for 'every'. precision: of the recurrent stack's products (inference only)."""
         inp = self._inputs(xb, lengths, training)
         B, T = inp.shape[:2]
-        if self.reach == "last":
-            _, state = self.rnn.forward(inp, lengths, training=training,
-                                        n_threads=n_threads, return_sequences=False,
-                                        precision=precision)
+        last = self.reach == "last"
+        if training:   # the training loop's batches were validated once, at fit
+            out, state = self.rnn._train_forward(inp, lengths, n_threads,
+                                                 return_sequences=not last)
+        else:
+            out, state = self.rnn.forward(inp, lengths, training=False, n_threads=n_threads,
+                                          return_sequences=not last, precision=precision)
+        if last:
             feats = self._last_features(state)
             rows = None
         else:
-            out, _ = self.rnn.forward(inp, lengths, training=training, n_threads=n_threads,
-                                      precision=precision)
             feats, rows = _valid_steps(out, lengths)
         if training:
             self._cache = (B, T, rows)
@@ -102,8 +104,7 @@ class SequenceModel:
         if self.reach == "last":
             d_h_n = np.zeros((L * D, B, H), dtype=d_feats.dtype)
             d_h_n[-D:] = d_feats.reshape(B, D, H).transpose(1, 0, 2)
-            d_state = (d_h_n, None) if isinstance(self.rnn, LSTM) else d_h_n
-            dX, rnn_grads = self.rnn.backward(None, d_state, n_threads=n_threads)
+            dX, rnn_grads = self.rnn._train_backward(None, d_h_n, n_threads)
         else:
             if rows is None:
                 d_out = d_feats.reshape(B, T, D * H)
@@ -111,7 +112,7 @@ class SequenceModel:
                 d_out = np.zeros((B * T, D * H), dtype=d_feats.dtype)
                 d_out[rows] = d_feats
                 d_out = d_out.reshape(B, T, D * H)
-            dX, rnn_grads = self.rnn.backward(d_out, None, n_threads=n_threads)
+            dX, rnn_grads = self.rnn._train_backward(d_out, None, n_threads)
         grads = {}
         if self.embedding is not None:
             grads["embedding.weight"] = self.embedding.backward(dX)[1]["weight"]

@@ -7,7 +7,8 @@ import warnings
 
 import numpy as np
 
-from ..losses import log_softmax, mean_squared_error, softmax, softmax_cross_entropy_rows
+from ..layers import _resolve_threads
+from ..losses import _softmax_xent_rows, log_softmax, mean_squared_error, softmax
 from ._inputs import read_sample_weight, read_step_targets
 
 __all__ = ["ClassificationTask", "RegressionTask"]
@@ -135,8 +136,10 @@ class ClassificationTask:
         return len(self.classes_)
 
     def _loss(self, logits, y_idx, w_rows, n_threads):
-        return softmax_cross_entropy_rows(logits, y_idx, w_rows * self._class_weights_[y_idx],
-                                          n_threads=n_threads)
+        # labels and weights were checked once, when fit read them
+        z = logits if logits.flags.c_contiguous else np.ascontiguousarray(logits)
+        w = (w_rows * self._class_weights_[y_idx]).astype(z.dtype, copy=False)
+        return _softmax_xent_rows(z, y_idx.astype(np.int32), w, _resolve_threads(n_threads))
 
     def _score_rows(self, logits, y_idx, w_rows=None):
         return float(np.average(np.argmax(logits, axis=1) == y_idx, weights=w_rows))

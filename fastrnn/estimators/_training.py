@@ -2,6 +2,7 @@
 the learning-rate schedule, early stopping or a stop on a training-loss plateau, Ctrl-C
 and divergence (both roll the model back to the last completed epoch)."""
 import copy
+import math
 import sys
 import time
 import warnings
@@ -162,25 +163,25 @@ def _run_batches(est, data, tr, bs):
     clip = None if est.clip_grad_norm is None else float(est.clip_grad_norm)
     total, wsum = 0.0, 0.0
     n_batches = (len(order) + bs - 1) // bs
-    for bi in range(n_batches):
-        nt = est._n_threads()
-        b = order[bi * bs:(bi + 1) * bs]
-        xb, lb, yb, wb = data.batch(b)
-        with np.errstate(over="ignore", invalid="ignore"):
-            # a diverging fit is reported by the caller, by name and epoch
+    # a diverging fit is reported by the caller, by name and epoch
+    with np.errstate(over="ignore", invalid="ignore"):
+        for bi in range(n_batches):
+            nt = est._n_threads()
+            b = order[bi * bs:(bi + 1) * bs]
+            xb, lb, yb, wb = data.batch(b)
             out = est.model_.forward(xb, lb, True, nt)
             loss, d_out = est._loss(out, yb, wb, nt)
-        if not np.isfinite(loss):
-            return None
-        grads = est._backward_batch(d_out, nt)
-        # clipping and the update of every dense parameter: one call into the core
-        est._optimizer.step(params, grads, max_norm=clip, n_threads=nt)
-        est.t_ += len(b)
-        w = float(wb.sum())
-        total += loss * w
-        wsum += w
-        if est.verbose >= 2:
-            _progress(bi + 1, n_batches, total / max(wsum, 1e-12))
+            if not math.isfinite(loss):
+                return None
+            grads = est._backward_batch(d_out, nt)
+            # clipping and the update of every dense parameter: one call into the core
+            est._optimizer.step(params, grads, max_norm=clip, n_threads=nt)
+            est.t_ += len(b)
+            w = float(wb.sum())
+            total += loss * w
+            wsum += w
+            if est.verbose >= 2:
+                _progress(bi + 1, n_batches, total / max(wsum, 1e-12))
     return total / wsum if wsum > 0 else 0.0
 
 
