@@ -597,7 +597,7 @@ def test_thread_invariance(cell, nl, dtype, restore_threads):
     """Forward and backward give the same bits on 1, 2 and 3 threads, on a problem where
     2 and 3 threads really work: each layer-direction call is 64 sequences x 60 steps x
     G gates x 128 units x (16 or 256 + 128) inputs >= 7e7 multiply-adds (the core wants
-    1.6e7 per thread) cut into 4 chunks of 16 sequences; the core's own record of its
+    4e6 per thread) cut into 4 chunks of 16 sequences; the core's own record of its
     team sizes proves it."""
     layer = make_layer(cell, nl, 16, 128, L=2, bidir=True, dtype=dtype, random_state=3)
     rng = np.random.default_rng(90)
