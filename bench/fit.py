@@ -103,39 +103,69 @@ def fit_torch(case, threads, epochs=None):
 
 # ------------------------------------------------------------------ where the time goes
 def split_fastrnn(case, threads, epochs=None):
-    """Per-batch time of a fastrnn fit by C call (timers around the _core functions the
-    training step calls) and the rest (Python, outside any C call)."""
+    """Per-batch time of a fastrnn fit: by C call (timers around the _core functions the
+    training step calls), the Python of the batch loop (the loop's time minus its C
+    calls), and the rest of fit (data checks, scaling, per-epoch snapshots and checks).
+    Then "python alone": the batch loop of a second fit with those C calls replaced by
+    stubs that return at once, i.e. the pure interpreter cost of a batch (the in-loop
+    figure above also holds the caches the C calls left cold and the timers' own cost)."""
     import collections
     from fastrnn import _core
+    from fastrnn.estimators import _training
     acc = collections.defaultdict(float)
     names = ("forward", "backward", "dense_forward", "dense_backward", "softmax_xent",
-             "optim_step", "clip_and_step")
-    saved = {}
-    for name in names:
-        f = getattr(_core, name, None)
-        if f is None:
-            continue
-        saved[name] = f
+             "optim_step")
+    saved = {name: getattr(_core, name) for name in names}
+    loop = {"t": 0.0, "c": 0.0, "stub": False}
+    run_batches = _training._run_batches
 
+    def timed_loop(*a):
+        if loop["stub"]:
+            for name in names:
+                setattr(_core, name, lambda *_a, **_k: 0.0)
+        c0, t = sum(acc.values()), time.perf_counter()
+        try:
+            return run_batches(*a)
+        finally:
+            loop["t"] += time.perf_counter() - t
+            loop["c"] += sum(acc.values()) - c0
+            if loop["stub"]:
+                for name in names:
+                    setattr(_core, name, timers[name])
+    timers = {}
+    for name, f in saved.items():
         def timed(*a, _f=f, _n=name, **k):
             t = time.perf_counter()
             try:
                 return _f(*a, **k)
             finally:
                 acc[_n] += time.perf_counter() - t
+        timers[name] = timed
         setattr(_core, name, timed)
+    _training._run_batches = timed_loop
     try:
         fit_fastrnn(case, threads, 1)           # warm-up
         acc.clear()
+        loop.update(t=0.0, c=0.0)
         total, _ = fit_fastrnn(case, threads, epochs)
+        in_loop, c_in_loop = loop["t"], loop["c"]
+        loop.update(t=0.0, c=0.0, stub=True)
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit_fastrnn(case, threads, epochs)
+        alone = loop["t"]
     finally:
         for name, f in saved.items():
             setattr(_core, name, f)
+        _training._run_batches = run_batches
     n, T, F, H, B, E, C = CASES[case]
     batches = (epochs or E) * -(-n // B)
     out = {k: v / batches for k, v in acc.items()}
-    out["python (outside C)"] = (total - sum(acc.values())) / batches
+    out["python in the batch loop"] = (in_loop - c_in_loop) / batches
+    out["fit outside the batch loop"] = (total - in_loop) / batches
     out["total"] = total / batches
+    out["python alone (C stubbed)"] = alone / batches
     return out
 
 
@@ -227,7 +257,7 @@ def print_split(args):
         med = {k: np.median([r.get(k, 0.0) for r in runs]) for k in keys}
         print(f"{case}: ms per batch (median of {args.rounds} fits)")
         for k in keys:
-            print(f"  {k:22s} {med[k] * 1e3:8.3f}  {med[k] / med['total'] * 100:5.1f}%")
+            print(f"  {k:28s} {med[k] * 1e3:8.3f}  {med[k] / med['total'] * 100:5.1f}%")
     w.close()
 
 
