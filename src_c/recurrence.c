@@ -325,6 +325,27 @@ static int fr_kseg(const fr_dims *d)
     return n < 1 ? 1 : (n > FR_KSEG_MAX ? FR_KSEG_MAX : (int)n);
 }
 
+/* Each segment's partial dW (GH x n) may further be cut by gate rows into blocks of
+   fr_wblock rows (a multiple of 32, so that fastrnn's kernel, which tiles C in blocks
+   of 32 rows, computes every element with exactly the same sums as in one call; BLAS
+   gets the same cut at any thread count). Cut only when there are few segments: a
+   small problem (1348x8x8: 256 rows, one segment) otherwise left its whole dW_hh to one
+   thread while the other idled. Enough blocks for 6 items (2 or 3 threads balance),
+   each of FR_WBLOCK_WORK multiply-adds at least. Fixed by the problem alone. */
+#define FR_WITEMS 6
+#define FR_WBLOCK_WORK 2e6
+static int fr_wblock(const fr_dims *d, int n)
+{
+    const int GH = fr_gates(d->cell) * d->hidden, nseg = fr_kseg(d);
+    const long rows = (long)d->steps * d->batch;
+    const double seg_work = (double)rows / nseg * GH * n;
+    int nb = (FR_WITEMS + nseg - 1) / nseg;
+    while (nb > 1 && seg_work / nb < FR_WBLOCK_WORK) nb--;
+    int blk = (GH + nb - 1) / nb;
+    blk = (blk + 31) / 32 * 32;
+    return blk < GH ? blk : GH;
+}
+
 size_t fr_backward_workspace(const fr_dims *d)
 {
     if (!fr_dims_ok(d)) return 0;
@@ -886,6 +907,10 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
        of (t, b) rows */
     const int rows = T * B, rblk = FR_GEMM_BLOCK_ROWS, nrb = (rows + rblk - 1) / rblk;
     const int nseg = fr_kseg(d), segr = (rows + nseg - 1) / nseg;
+    const int bh = fr_wblock(d, H), bi = fr_wblock(d, I);   /* gate rows per item */
+    const int nbh = (GH + bh - 1) / bh, nbi = (GH + bi - 1) / bi;
+    const int nwh = nseg * nbh, nw = nwh + nseg * nbi;      /* dW_hh items, all dW items */
+    const int ndx = dx ? nrb : 0;                           /* no dX wanted: dx NULL */
     real *part_hh = wthreads + (size_t)nt * per;     /* (nseg, GH, H) partial dW_hh */
     real *part_ih = part_hh + (size_t)nseg * GH * H; /* (nseg, GH, I) partial dW_ih */
 #pragma omp parallel num_threads(nt)
@@ -900,17 +925,22 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
                                d_c_n, h_all, c_all, store, lengths, w_hh, gemm, pk_hh);
         /* implicit barrier: every dG row is written */
 #pragma omp for schedule(dynamic, 1)
-        for (int q = 0; q < 2 * nseg + nrb; q++) {
-            if (q < 2 * nseg) {                      /* partial dW of rows [r0, r0 + nr) */
-                const int s = q % nseg, r0 = s * segr, nr = rows - r0 < segr ? rows - r0 : segr;
-                if (q < nseg)                        /* dG^T h_prev */
-                    FR(mul_tn)(gemm, GH, H, nr, dgh + (size_t)r0 * GH, GH, h_all + (size_t)r0 * H,
-                               H, part_hh + (size_t)s * GH * H, H);
+        for (int q = 0; q < nw + ndx; q++) {
+            if (q < nw) {      /* gate rows [g0, g0 + ng) of the partial dW of segment s */
+                const int hh = q < nwh, qq = hh ? q : q - nwh, nbk = hh ? nbh : nbi;
+                const int s = qq / nbk, blk = hh ? bh : bi, g0 = (qq % nbk) * blk;
+                const int ng = GH - g0 < blk ? GH - g0 : blk;
+                const int r0 = s * segr, nr = rows - r0 < segr ? rows - r0 : segr;
+                if (hh)                              /* dG^T h_prev */
+                    FR(mul_tn)(gemm, ng, H, nr, dgh + (size_t)r0 * GH + g0, GH,
+                               h_all + (size_t)r0 * H, H,
+                               part_hh + ((size_t)s * GH + g0) * H, H);
                 else                                 /* dG^T x */
-                    FR(mul_tn)(gemm, GH, I, nr, dgi + (size_t)r0 * GH, GH, x + (size_t)r0 * I,
-                               I, part_ih + (size_t)s * GH * I, I);
+                    FR(mul_tn)(gemm, ng, I, nr, dgi + (size_t)r0 * GH + g0, GH,
+                               x + (size_t)r0 * I, I,
+                               part_ih + ((size_t)s * GH + g0) * I, I);
             } else {                                 /* dX[r0:r1] (+)= dG W_ih */
-                const int r0 = (q - 2 * nseg) * rblk, nr = rows - r0 < rblk ? rows - r0 : rblk;
+                const int r0 = (q - nw) * rblk, nr = rows - r0 < rblk ? rows - r0 : rblk;
                 FR_MUL_W(gemm, pk_ih, nr, I, GH, dgi + (size_t)r0 * GH, GH, w_ih,
                           accumulate_dx, dx + (size_t)r0 * I, I);
             }
