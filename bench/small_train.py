@@ -1,6 +1,7 @@
 """Training forward and backward of one LSTM layer at the shapes of bench/fit.py's small
 cases (what LSTMClassifier.fit runs per batch: return_sequences=False, d_h_n given, no
-d_out), timed per call in microseconds (median of the rounds).
+d_out, no dX where the tree can skip it), timed per call in microseconds (median of the
+rounds).
 
     PYTHONPATH=. python bench/small_train.py --threads 1 2
     python bench/small_train.py --trees /tmp/base /work/wt-x --threads 1 2   # A/B builds
@@ -46,18 +47,23 @@ class Runner:
             lengths = np.full(B, T, dtype=np.int32)
             d_h_n = rng.normal(size=(1, B, H)).astype(np.float32)
             self.state[case] = (layer, X, lengths, d_h_n)
+        import inspect
+        from fastrnn.layers import _Recurrent
+        # as fit runs it: no dX for a first layer (where the tree can skip it)
+        params = inspect.signature(_Recurrent._train_backward).parameters
+        self.kw = {"need_dx": False} if "need_dx" in params else {}
 
     def time(self, case, threads, reps):
         self.fastrnn.set_num_threads(threads)
         layer, X, lengths, d_h_n = self.state[case]
         fwd = bwd = 0.0
         layer._train_forward(X, lengths, threads, return_sequences=False)
-        layer._train_backward(None, d_h_n, threads)
+        layer._train_backward(None, d_h_n, threads, **self.kw)
         for _ in range(reps):
             t0 = time.perf_counter()
             layer._train_forward(X, lengths, threads, return_sequences=False)
             t1 = time.perf_counter()
-            layer._train_backward(None, d_h_n, threads)
+            layer._train_backward(None, d_h_n, threads, **self.kw)
             t2 = time.perf_counter()
             fwd += t1 - t0
             bwd += t2 - t1
@@ -67,8 +73,8 @@ class Runner:
 def _worker():
     r = Runner()
     for line in sys.stdin:
-        case, threads = line.split()
-        f, b = r.time(case, int(threads), _budget(SHAPES[case]))
+        case, threads, reps = line.split()
+        f, b = r.time(case, int(threads), int(reps))
         print(f"{f} {b}", flush=True)
 
 
@@ -78,6 +84,10 @@ def main(argv=None):
     ap.add_argument("--cases", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--stat", choices=["median", "min"], default="median",
+                    help="of the rounds (min: what the code can do, for a busy machine)")
+    ap.add_argument("--reps", type=int, default=None, help="calls per round (default: "
+                    "~0.1-0.2 s of work)")
     ap.add_argument("--trees", nargs="+", default=None,
                     help="source trees to compare (default: the importable fastrnn)")
     args = ap.parse_args(argv)
@@ -91,7 +101,7 @@ def main(argv=None):
                                           stdout=subprocess.PIPE, text=True, env=env))
 
         def run(k, case, nt):
-            procs[k].stdin.write(f"{case} {nt}\n")
+            procs[k].stdin.write(f"{case} {nt} {args.reps or _budget(SHAPES[case])}\n")
             procs[k].stdin.flush()
             return tuple(map(float, procs[k].stdout.readline().split()))
     else:
@@ -99,14 +109,15 @@ def main(argv=None):
         runner = Runner()
 
         def run(k, case, nt):
-            return runner.time(case, nt, _budget(SHAPES[case]))
+            return runner.time(case, nt, args.reps or _budget(SHAPES[case]))
     res = {}
     for _ in range(args.rounds):
         for case in args.cases:
             for nt in args.threads:
                 for k in range(len(trees)):
                     res.setdefault((case, nt, k), []).append(run(k, case, nt))
-    print(f"LSTM layer training step, median of {args.rounds} rounds (us per call)")
+    stat = statistics.median if args.stat == "median" else min
+    print(f"LSTM layer training step, {args.stat} of {args.rounds} rounds (us per call)")
     head = f"{'case':>10} {'thr':>3} " + " ".join(
         f"{'fwd' + str(k):>8} {'bwd' + str(k):>8}" for k in range(len(trees)))
     if len(trees) == 2:
@@ -117,8 +128,8 @@ def main(argv=None):
             cols = []
             meds = []
             for k in range(len(trees)):
-                f = statistics.median(v[0] for v in res[(case, nt, k)])
-                b = statistics.median(v[1] for v in res[(case, nt, k)])
+                f = stat(v[0] for v in res[(case, nt, k)])
+                b = stat(v[1] for v in res[(case, nt, k)])
                 meds.append((f, b))
                 cols.append(f"{f:8.1f} {b:8.1f}")
             line = f"{case:>10} {nt:>3} " + " ".join(cols)
