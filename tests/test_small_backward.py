@@ -1,7 +1,9 @@
 """Backward on small training problems: the weight gradients cut by gate rows (few
 segments of rows, so the dW products are split in blocks of gate rows to keep two or
-three threads busy) and the option to skip dX (need_dx=False / dx=None), which must
-leave every other gradient the same, bit for bit.
+three threads busy), dW_ih summed step by step during the recurrence for few inputs
+(I <= 8: SMALL and the odd sizes; I = 16 takes the product after the loop), and the
+option to skip dX (need_dx=False / dx=None), which must leave every other gradient the
+same, bit for bit.
 
 Ground truths: the float64 numpy reference (tests/reference.py), and bitwise equality
 across thread counts (1, 2, 3, on problems where the core's record shows that many
