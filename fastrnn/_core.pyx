@@ -523,7 +523,9 @@ def backward(str cell, bint reverse, int n_threads, int chunk,
              dx, bint accumulate_dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0,
              d_out, Py_ssize_t col, d_h_n, d_c_n, h_all, c_all, store, x, lengths,
              w_ih, w_hh, ws, bint batch_first=False):
-    """One layer-direction backward; parameter gradients are ADDED to dw_*, db_*."""
+    """One layer-direction backward; parameter gradients are ADDED to dw_*, db_*.
+    dx None: dX is not computed (a first layer whose input gradient nobody reads); the
+    parameter gradients and dh0/dc0 are the same, bit for bit."""
     if batch_first:
         B, T, I = x.shape
     else:
@@ -538,7 +540,7 @@ def backward(str cell, bint reverse, int n_threads, int chunk,
     cdef Py_ssize_t TB = <Py_ssize_t>T * B
     if d_out is not None and (col < 0 or col + H > ld):
         raise ValueError("fastrnn core: column offset out of range")
-    cdef void *pdx = _ptr(dx, 'dx', tn, TB * I, True)
+    cdef void *pdx = _ptr(dx, 'dx', tn, TB * I, True, True)   # optional: no dX
     cdef void *pdwi = _ptr(dw_ih, 'dw_ih', tn, G * H * I, True)
     cdef void *pdwh = _ptr(dw_hh, 'dw_hh', tn, G * H * H, True)
     cdef void *pdbi = _ptr(db_ih, 'db_ih', tn, G * H, True)

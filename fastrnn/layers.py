@@ -639,10 +639,12 @@ class _Recurrent:
         d_h_n, d_c_n = self._split_d_state(d_state, state_shape)
         return self._run_backward(d_out, d_h_n, d_c_n, _resolve_threads(n_threads))
 
-    def _train_backward(self, d_out, d_h_n, n_threads):
+    def _train_backward(self, d_out, d_h_n, n_threads, need_dx=True):
         """backward(d_out, d_h_n) for the estimators' training loop, whose gradients come
         from its own loss and head: d_out None or (B, T, D*H), d_h_n None or the state's
-        shape, C-contiguous arrays of the layer's dtype (else backward's checks run)."""
+        shape, C-contiguous arrays of the layer's dtype (else backward's checks run).
+        need_dx False: the gradient of the input is not computed (returned as None; the
+        parameter gradients are the same bit for bit) — for a loop that never reads it."""
         if self._cache is None:
             raise ValueError("backward() needs a preceding forward(X, training=True)")
         B, T, dt = self._cache["B"], self._cache["T"], self.dtype
@@ -652,10 +654,12 @@ class _Recurrent:
                  for a, s in ((d_out, (B, T, shape[0] // self.num_layers * shape[2])),
                               (d_h_n, shape)))
         if not ok:
-            return self.backward(d_out, d_h_n, n_threads=n_threads)
-        return self._run_backward(d_out, d_h_n, None, _resolve_threads(n_threads))
+            dX, grads = self.backward(d_out, d_h_n, n_threads=n_threads)
+            return (dX if need_dx else None), grads
+        return self._run_backward(d_out, d_h_n, None, _resolve_threads(n_threads),
+                                  bool(need_dx))
 
-    def _run_backward(self, d_out, d_h_n, d_c_n, nt):
+    def _run_backward(self, d_out, d_h_n, d_c_n, nt, need_dx=True):
         cache = self._cache
         B, T, lengths, params = cache["B"], cache["T"], cache["lengths"], cache["params"]
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
@@ -670,7 +674,8 @@ class _Recurrent:
         for k in reversed(range(L)):
             inp, layer_cache = cache["caches"][k]
             if k == 0:
-                dx = np.empty(inp.shape, dtype=self.dtype)
+                # the core skips dX when given None
+                dx = np.empty(inp.shape, dtype=self.dtype) if need_dx else None
             else:
                 size = inp.size
                 dx = self._ws.get(("dx", k % 2), size, self.dtype)[:size].reshape(inp.shape)

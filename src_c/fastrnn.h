@@ -118,7 +118,8 @@ int fr_forward_cached_f32(const fr_dims *d, float *out, float *h_n, float *c_n,
 
 /* Backward (after a training forward with the same d, x, lengths and weights).
    d_out (T,B,ld) time order or NULL; d_h_n, d_c_n (B,H) or NULL.
-   dx (T,B,I): written (accumulate_dx == 0) or added to (accumulate_dx == 1).
+   dx (T,B,I): written (accumulate_dx == 0) or added to (accumulate_dx == 1); NULL: dX
+   is not computed (every other output stays the same, bit for bit).
    dw_ih (GH,I), dw_hh (GH,H), db_ih, db_hh (GH): ADDED to.
    dh0, dc0 (B,H): written (dc0 LSTM only, else NULL).
    ws: fr_backward_workspace(d) elements. */

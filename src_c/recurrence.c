@@ -325,6 +325,37 @@ static int fr_kseg(const fr_dims *d)
     return n < 1 ? 1 : (n > FR_KSEG_MAX ? FR_KSEG_MAX : (int)n);
 }
 
+/* Each segment's partial dW (GH x n) may further be cut by gate rows into blocks of
+   fr_wblock rows (a multiple of 32, so that fastrnn's kernel, which tiles C in blocks
+   of 32 rows, computes every element with exactly the same sums as in one call; BLAS
+   gets the same cut at any thread count). Cut only when there are few segments: a
+   small problem (1348x8x8: 256 rows, one segment) otherwise left its whole dW_hh to one
+   thread while the other idled. Enough blocks for 6 items (2 or 3 threads balance),
+   each of FR_WBLOCK_WORK multiply-adds at least. Fixed by the problem alone. */
+#define FR_WITEMS 6
+#define FR_WBLOCK_WORK 2e6
+static int fr_wblock(const fr_dims *d, int n)
+{
+    const int GH = fr_gates(d->cell) * d->hidden, nseg = fr_kseg(d);
+    const long rows = (long)d->steps * d->batch;
+    const double seg_work = (double)rows / nseg * GH * n;
+    int nb = (FR_WITEMS + nseg - 1) / nseg;
+    while (nb > 1 && seg_work / nb < FR_WBLOCK_WORK) nb--;
+    int blk = (GH + nb - 1) / nb;
+    blk = (blk + 31) / 32 * 32;
+    return blk < GH ? blk : GH;
+}
+
+/* With few inputs (I <= FR_STEP_IH_MAX) dW_ih is summed during the recurrence, step by
+   step, while each step's dG rows are still in cache: as a product of its own after the
+   loop it streamed all of dG again for 8 multiply-adds per element (300x100x8: 1.1 ms
+   of 13 on one thread, at a quarter of the kernel's speed). Each chunk keeps its partial
+   dW_ih^T (I x GH), added in chunk order afterwards: fixed by the problem alone. Without
+   dX, LSTM and RNN then skip writing dG in x's order at all. At I = 16 (the S case) the
+   product after the loop was still as fast. */
+#define FR_STEP_IH_MAX 8
+static int fr_step_ih(const fr_dims *d) { return d->input <= FR_STEP_IH_MAX; }
+
 size_t fr_backward_workspace(const fr_dims *d)
 {
     if (!fr_dims_ok(d)) return 0;
@@ -336,7 +367,8 @@ size_t fr_backward_workspace(const fr_dims *d)
        in x's row order for dW_ih and dX */
     return FR_ALIGN + fr_round(dg) * 2 + fr_round((size_t)fr_nchunks(d) * 2 * GH)
          + nt * fr_round((size_t)2 * fr_chunk(d) * d->hidden) + fr_packed_weights(d)
-         + fr_round(fr_mul((size_t)fr_kseg(d) * GH, (size_t)d->hidden + d->input));
+         + fr_round(fr_mul((size_t)fr_kseg(d) * GH, (size_t)d->hidden + d->input))
+         + (fr_step_ih(d) ? fr_round((size_t)fr_nchunks(d) * GH * d->input) : 0);
 }
 
 static int fr_time_index(const fr_dims *d, int t, int len) { return d->reverse ? len - 1 - t : t; }
@@ -435,10 +467,86 @@ static void FR(pack_weights)(const fr_dims *d, real *ws, const real *w_ih, const
 #endif
 }
 
+/* pack_weights cut into items of one 32-column panel each, so that the threads of a
+   call share the packing (serial, it took 15-30 us of a 0.5 ms small training call):
+   fr_pack_items panels in all, FR(pack_item) packs panel q into the layout that
+   pack_weights(..., pack = 1) writes, bit for bit (the same copies, panel by panel).
+   Call pack_weights with pack = 0 first for the addresses. */
+static int FR(pack_items)(const fr_dims *d, int for_backward)
+{
+    const int GH = fr_gates(d->cell) * d->hidden, H = d->hidden, I = d->input;
+    const int pg = (GH + FR_NR - 1) / FR_NR;
+    if (!for_backward) return fr_fused(d) ? pg : 2 * pg;
+    return (H + FR_NR - 1) / FR_NR + (I + FR_NR - 1) / FR_NR;
+}
+static void FR(pack_item)(const fr_dims *d, const float *pk_hh, const float *pk_ih,
+                          const real *w_ih, const real *w_hh, int for_backward, int q)
+{
+#if FR_IS_FLOAT
+    const int GH = fr_gates(d->cell) * d->hidden, H = d->hidden, I = d->input;
+    const int pg = (GH + FR_NR - 1) / FR_NR;
+    float *ph = (float *)pk_hh, *pi = (float *)pk_ih;
+    if (!for_backward) {
+        const int ih = q >= pg, p = ih ? q - pg : q;
+        const int nc = GH - p * FR_NR < FR_NR ? GH - p * FR_NR : FR_NR;
+        const size_t r0 = (size_t)p * FR_NR;
+        if (fr_fused(d))
+            fr_pack_wt2(ph + r0 * (I + H), w_ih + r0 * I, I, I, w_hh + r0 * H, H, H, nc);
+        else if (!ih)
+            fr_pack_wt(ph + r0 * H, w_hh + r0 * H, nc, H, H);
+        else
+            fr_pack_wt(pi + r0 * I, w_ih + r0 * I, nc, I, I);
+    } else {
+        const int ph_n = (H + FR_NR - 1) / FR_NR, ih = q >= ph_n, p = ih ? q - ph_n : q;
+        const int n = ih ? I : H, nc = n - p * FR_NR < FR_NR ? n - p * FR_NR : FR_NR;
+        const size_t c0 = (size_t)p * FR_NR;
+        if (!ih) fr_pack_w(ph + c0 * GH, w_hh + c0, GH, nc, H);
+        else     fr_pack_w(pi + c0 * GH, w_ih + c0, GH, nc, I);
+    }
+#else
+    (void)d; (void)pk_hh; (void)pk_ih; (void)w_ih; (void)w_hh; (void)for_backward; (void)q;
+#endif
+}
+
 /* acc[0:n) += x[0:n); an AVX-512 clone where the CPU has it (bias sums, d_out) */
 FR_CLONES static void FR(add_to)(real *restrict acc, const real *restrict x, int n)
 {
     for (int k = 0; k < n; k++) acc[k] += x[k];
+}
+
+/* accT (I x GH) += sum over rows r < n of x_r^T g_r, x_r = x + xrow[r] * I (I),
+   g_r = g[r] (GH): each element gets its rows' products added in row order, four rows
+   per pass over acc (one load and store of acc per four products) */
+FR_CLONES static void FR(add_outer)(real *restrict acc, const real *x, const size_t *xrow,
+                                    real *const *g, int n, int I, int GH)
+{
+    int r = 0;
+    for (; r + 4 <= n; r += 4) {
+        const real *x0 = x + xrow[r] * I, *x1 = x + xrow[r + 1] * I;
+        const real *x2 = x + xrow[r + 2] * I, *x3 = x + xrow[r + 3] * I;
+        const real *restrict g0 = g[r], *restrict g1 = g[r + 1];
+        const real *restrict g2 = g[r + 2], *restrict g3 = g[r + 3];
+        for (int i = 0; i < I; i++) {
+            const real a0 = x0[i], a1 = x1[i], a2 = x2[i], a3 = x3[i];
+            real *restrict ai = acc + (size_t)i * GH;
+            for (int k = 0; k < GH; k++) {
+                real v = ai[k];
+                v += a0 * g0[k];
+                v += a1 * g1[k];
+                v += a2 * g2[k];
+                v += a3 * g3[k];
+                ai[k] = v;
+            }
+        }
+    }
+    for (; r < n; r++) {
+        const real *xr = x + xrow[r] * I, *restrict gr = g[r];
+        for (int i = 0; i < I; i++) {
+            const real a = xr[i];
+            real *restrict ai = acc + (size_t)i * GH;
+            for (int k = 0; k < GH; k++) ai[k] += a * gr[k];
+        }
+    }
 }
 
 /* The chunk's samples ordered by length, longest first (stable: ties keep batch order).
@@ -746,7 +854,9 @@ static int FR(forward_impl)(const fr_dims *d, real *out, real *h_n, real *c_n,
     (void)cache;
 #endif
     const float *pk_hh, *pk_ih;
-    FR(pack_weights)(d, packed, w_ih, w_hh, 0, pack, &pk_hh, &pk_ih);
+    /* with several threads they pack the panels together, in the region */
+    FR(pack_weights)(d, packed, w_ih, w_hh, 0, pack && nt < 2, &pk_hh, &pk_ih);
+    const int npk = pack && nt > 1 && pk_hh != NULL ? FR(pack_items)(d, 0) : 0;
     real *wthreads = ws + fr_packed_weights(d);
     (void)nt;
 #pragma omp parallel num_threads(nt)
@@ -754,6 +864,11 @@ static int FR(forward_impl)(const fr_dims *d, real *out, real *h_n, real *c_n,
         FR_FTZ_ON();
         FR_NOTE_TEAM();
         real *w = wthreads + per * (size_t)FR_THREAD_NUM();
+        if (npk) {
+#pragma omp for schedule(static)
+            for (int q = 0; q < npk; q++)
+                FR(pack_item)(d, pk_hh, pk_ih, w_ih, w_hh, 0, q);
+        }
 #pragma omp for schedule(dynamic, 1)
         for (int j = 0; j < nchunks; j++)
             FR(forward_chunk)(d, j, w, out, h_n, c_n, h_all, c_all, store, x, lengths,
@@ -793,7 +908,7 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
                                const real *d_out, const real *d_h_n, const real *d_c_n,
                                const real *h_all, const real *c_all, const real *store,
                                const int *lengths, const real *w_hh, gemm_t gemm,
-                               const float *pk_hh)
+                               const float *pk_hh, real *pih, const real *x, int need_dgi)
 {
     const int B = d->batch, T = d->steps, H = d->hidden, cell = d->cell;
     const int c = fr_chunk(d), GH = fr_gates(cell) * H, S = fr_store_width(cell, H);
@@ -802,7 +917,10 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
     real *dc = w + (size_t)c * H;               /* (nb, H) dL/dc (LSTM) */
     int perm[FR_MAX_CHUNK], len[FR_MAX_CHUNK] = {0};
     real *dgi_rows[FR_MAX_CHUNK];
+    size_t xrow[FR_MAX_CHUNK];
+    real *dgh_rows[FR_MAX_CHUNK];
     FR(sort_chunk)(lengths, b0, nb, perm, len);
+    if (pih) memset(pih, 0, sizeof(real) * (size_t)GH * d->input);
     const int Tc = len[0];
 
     for (int r = 0; r < nb; r++) {
@@ -828,25 +946,31 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
         for (int r = 0; r < nact; r++) {
             const int b = b0 + perm[r], tt = fr_time_index(d, t, len[r]);
             if (d_out) FR(add_to)(dh + (size_t)r * H, d_out + fr_row(d, tt, b) * d->ld, H);
-            dgi_rows[r] = dgi_all + fr_row(d, tt, b) * GH;
+            xrow[r] = fr_row(d, tt, b);
+            dgi_rows[r] = dgi_all + xrow[r] * GH;
         }
+        real *const *dgi_p = need_dgi ? dgi_rows : NULL;   /* LSTM, RNN only may skip */
         const size_t row = (size_t)t * B + b0, next = (size_t)(t + 1) * B + b0;
         switch (cell) {
         case FR_LSTM:
             FR(lstm_rows_backward)(nact, H, store + row * S, c_all + row * H, c_all + next * H,
-                                   dh, dc, gh, dgi_rows);
+                                   dh, dc, gh, dgi_p);
             break;
         case FR_GRU:
             FR(gru_rows_backward)(nact, H, store + row * S, h_all + row * H, dh, gh, dgi_rows);
             break;
         default:
             FR(rnn_rows_backward)(nact, H, cell == FR_RNN_RELU, h_all + next * H, dh, gh,
-                                  dgi_rows);
+                                  dgi_p);
         }
         for (int r = 0; r < nact; r++) {
             FR(add_to)(dbh, gh + (size_t)r * GH, GH);
             if (cell == FR_GRU) FR(add_to)(dbi, dgi_rows[r], GH);
+            if (pih && cell != FR_GRU) dgh_rows[r] = gh + (size_t)r * GH;
         }
+        if (pih)            /* this step's share of dW_ih, its rows still in cache */
+            FR(add_outer)(pih, x, xrow, cell == FR_GRU ? dgi_rows : dgh_rows, nact,
+                          d->input, GH);
         /* dh_{t-1} = direct part (left in dh by the cell) + dG W_hh, running rows only */
         FR_MUL_W(gemm, pk_hh, nact, H, GH, gh, GH, w_hh, 1, dh, H);
     }
@@ -855,9 +979,10 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
         memcpy(dh0 + dst, dh + (size_t)r * H, sizeof(real) * H);
         if (lstm) memcpy(dc0 + dst, dc + (size_t)r * H, sizeof(real) * H);
     }
-    for (int r = 0; r < nb; r++)
-        for (int tt = len[r]; tt < T; tt++)
-            memset(dgi_all + fr_row(d, tt, b0 + perm[r]) * GH, 0, sizeof(real) * GH);
+    if (need_dgi)
+        for (int r = 0; r < nb; r++)
+            for (int tt = len[r]; tt < T; tt++)
+                memset(dgi_all + fr_row(d, tt, b0 + perm[r]) * GH, 0, sizeof(real) * GH);
 }
 
 int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
@@ -880,48 +1005,76 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
     real *wthreads = packed + fr_packed_weights(d);
     const size_t per = fr_round((size_t)2 * fr_chunk(d) * H);
     const float *pk_hh, *pk_ih;
-    FR(pack_weights)(d, packed, w_ih, w_hh, 1, 1, &pk_hh, &pk_ih);
+    /* with several threads they pack the panels together, in the region */
+    FR(pack_weights)(d, packed, w_ih, w_hh, 1, nt < 2, &pk_hh, &pk_ih);
+    const int npk = nt > 1 && pk_hh != NULL ? FR(pack_items)(d, 1) : 0;
     /* the large GEMMs after the loop, cut in pieces fixed by the problem (deterministic
        for any thread count): dW_hh and dW_ih by segments of rows (fr_kseg), dX by blocks
        of (t, b) rows */
     const int rows = T * B, rblk = FR_GEMM_BLOCK_ROWS, nrb = (rows + rblk - 1) / rblk;
     const int nseg = fr_kseg(d), segr = (rows + nseg - 1) / nseg;
+    const int bh = fr_wblock(d, H), bi = fr_wblock(d, I);   /* gate rows per item */
+    const int step_ih = fr_step_ih(d);                      /* dW_ih in the loop */
+    const int nbh = (GH + bh - 1) / bh, nbi = step_ih ? 0 : (GH + bi - 1) / bi;
+    /* dG in x's order: for dX, for dW_ih after the loop, and GRU's (its input part
+       differs from dgh); with neither, LSTM and RNN skip writing it */
+    const int need_dgi = dx != NULL || !step_ih || d->cell == FR_GRU;
+    const int nwh = nseg * nbh, nw = nwh + nseg * nbi;      /* dW_hh items, all dW items */
+    const int ndx = dx ? nrb : 0;                           /* no dX wanted: dx NULL */
     real *part_hh = wthreads + (size_t)nt * per;     /* (nseg, GH, H) partial dW_hh */
     real *part_ih = part_hh + (size_t)nseg * GH * H; /* (nseg, GH, I) partial dW_ih */
+    real *pih = part_ih + (size_t)nseg * GH * I;     /* (nchunks, I, GH) partial dW_ih^T */
 #pragma omp parallel num_threads(nt)
     {
         FR_FTZ_ON();
         FR_NOTE_TEAM();
         real *w = wthreads + per * (size_t)FR_THREAD_NUM();
+        if (npk) {
+#pragma omp for schedule(static)
+            for (int q = 0; q < npk; q++)
+                FR(pack_item)(d, pk_hh, pk_ih, w_ih, w_hh, 1, q);
+        }
 #pragma omp for schedule(dynamic, 1)
         for (int j = 0; j < nchunks; j++)
             FR(backward_chunk)(d, j, w, dgh, dgi, dbias + (size_t)j * 2 * GH,
                                dbias + (size_t)j * 2 * GH + GH, dh0, dc0, d_out, d_h_n,
-                               d_c_n, h_all, c_all, store, lengths, w_hh, gemm, pk_hh);
+                               d_c_n, h_all, c_all, store, lengths, w_hh, gemm, pk_hh,
+                               step_ih ? pih + (size_t)j * I * GH : NULL, x, need_dgi);
         /* implicit barrier: every dG row is written */
 #pragma omp for schedule(dynamic, 1)
-        for (int q = 0; q < 2 * nseg + nrb; q++) {
-            if (q < 2 * nseg) {                      /* partial dW of rows [r0, r0 + nr) */
-                const int s = q % nseg, r0 = s * segr, nr = rows - r0 < segr ? rows - r0 : segr;
-                if (q < nseg)                        /* dG^T h_prev */
-                    FR(mul_tn)(gemm, GH, H, nr, dgh + (size_t)r0 * GH, GH, h_all + (size_t)r0 * H,
-                               H, part_hh + (size_t)s * GH * H, H);
+        for (int q = 0; q < nw + ndx; q++) {
+            if (q < nw) {      /* gate rows [g0, g0 + ng) of the partial dW of segment s */
+                const int hh = q < nwh, qq = hh ? q : q - nwh, nbk = hh ? nbh : nbi;
+                const int s = qq / nbk, blk = hh ? bh : bi, g0 = (qq % nbk) * blk;
+                const int ng = GH - g0 < blk ? GH - g0 : blk;
+                const int r0 = s * segr, nr = rows - r0 < segr ? rows - r0 : segr;
+                if (hh)                              /* dG^T h_prev */
+                    FR(mul_tn)(gemm, ng, H, nr, dgh + (size_t)r0 * GH + g0, GH,
+                               h_all + (size_t)r0 * H, H,
+                               part_hh + ((size_t)s * GH + g0) * H, H);
                 else                                 /* dG^T x */
-                    FR(mul_tn)(gemm, GH, I, nr, dgi + (size_t)r0 * GH, GH, x + (size_t)r0 * I,
-                               I, part_ih + (size_t)s * GH * I, I);
+                    FR(mul_tn)(gemm, ng, I, nr, dgi + (size_t)r0 * GH + g0, GH,
+                               x + (size_t)r0 * I, I,
+                               part_ih + ((size_t)s * GH + g0) * I, I);
             } else {                                 /* dX[r0:r1] (+)= dG W_ih */
-                const int r0 = (q - 2 * nseg) * rblk, nr = rows - r0 < rblk ? rows - r0 : rblk;
+                const int r0 = (q - nw) * rblk, nr = rows - r0 < rblk ? rows - r0 : rblk;
                 FR_MUL_W(gemm, pk_ih, nr, I, GH, dgi + (size_t)r0 * GH, GH, w_ih,
                           accumulate_dx, dx + (size_t)r0 * I, I);
             }
         }
         /* implicit barrier: every partial is written; add them in segment order */
 #pragma omp for schedule(static) nowait
-        for (int g = 0; g < GH; g++)
+        for (int g = 0; g < GH; g++) {
             for (int s = 0; s < nseg; s++) {
                 FR(add_to)(dw_hh + (size_t)g * H, part_hh + ((size_t)s * GH + g) * H, H);
-                FR(add_to)(dw_ih + (size_t)g * I, part_ih + ((size_t)s * GH + g) * I, I);
+                if (!step_ih)
+                    FR(add_to)(dw_ih + (size_t)g * I, part_ih + ((size_t)s * GH + g) * I, I);
             }
+            if (step_ih)
+                for (int j = 0; j < nchunks; j++)
+                    for (int i = 0; i < I; i++)
+                        dw_ih[(size_t)g * I + i] += pih[((size_t)j * I + i) * GH + g];
+        }
 #pragma omp single
         for (int j = 0; j < nchunks; j++) {
             const real *ph = dbias + (size_t)j * 2 * GH;

@@ -104,7 +104,8 @@ class SequenceModel:
         if self.reach == "last":
             d_h_n = np.zeros((L * D, B, H), dtype=d_feats.dtype)
             d_h_n[-D:] = d_feats.reshape(B, D, H).transpose(1, 0, 2)
-            dX, rnn_grads = self.rnn._train_backward(None, d_h_n, n_threads)
+            dX, rnn_grads = self.rnn._train_backward(None, d_h_n, n_threads,
+                                                     need_dx=self.embedding is not None)
         else:
             if rows is None:
                 d_out = d_feats.reshape(B, T, D * H)
@@ -112,7 +113,8 @@ class SequenceModel:
                 d_out = np.zeros((B * T, D * H), dtype=d_feats.dtype)
                 d_out[rows] = d_feats
                 d_out = d_out.reshape(B, T, D * H)
-            dX, rnn_grads = self.rnn._train_backward(d_out, None, n_threads)
+            dX, rnn_grads = self.rnn._train_backward(d_out, None, n_threads,
+                                                     need_dx=self.embedding is not None)
         grads = {}
         if self.embedding is not None:
             grads["embedding.weight"] = self.embedding.backward(dX)[1]["weight"]
