@@ -210,6 +210,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--epoch-scale", type=float, default=1.0,
                     help="run this fraction of each case's epochs")
+    ap.add_argument("--pause", type=float, default=0.5,
+                    help="seconds of quiet before each timed fit (idle pools settle)")
     ap.add_argument("--split", action="store_true",
                     help="print the split of a fastrnn batch's time instead")
     args = ap.parse_args(argv)
@@ -229,8 +231,13 @@ def main(argv=None):
     for case in args.cases:
         a, b = [], []
         for _ in range(args.rounds):
+            # a pause before each contender: the other process's idle OpenMP threads
+            # (PyTorch's spin for a while after a parallel region) must not share the
+            # cores with the one being timed
+            time.sleep(args.pause)
             a.append(fr("fit_fastrnn", case))
             if th:
+                time.sleep(args.pause)
                 b.append(th("fit_torch", case))
         n, T, F, H, B, E, C = CASES[case]
         fa = np.median([r[0] for r in a])
