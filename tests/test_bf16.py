@@ -325,8 +325,11 @@ def test_fallback_without_bf16(env):
     environ[env] = "1"
     # without the CPU feature the warning names the CPU instead of the variable
     expect = env if _core.bf16_cpu() else "lacks AVX512_BF16"
+    # run where the fastrnn under test lives: `python -c` puts the working directory
+    # first on sys.path, and a source checkout there (no compiled core) would shadow it
     res = subprocess.run([sys.executable, "-c", _FALLBACK.replace("{env}", expect)],
-                         env=environ, capture_output=True, text=True, timeout=300)
+                         env=environ, capture_output=True, text=True, timeout=300,
+                         cwd=os.path.dirname(os.path.dirname(fastrnn.__file__)))
     assert res.returncode == 0, res.stderr
     assert "fallback ok" in res.stdout
 

@@ -17,9 +17,15 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
 
 
 def run(code):
+    # in a fresh process that imports the fastrnn under test: `python -c` puts the
+    # working directory first on sys.path, so run where that package lives
+    import fastrnn
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastrnn.__file__)))
     env = dict(os.environ, OMP_NUM_THREADS="2")
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(
+        os.pathsep) if p])
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, cwd=root)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip().splitlines()[-1]
 

@@ -232,7 +232,8 @@ def test_unit_split_with_a_smaller_team():
         "            assert np.array_equal(out, ref), (cls, nt)\n"
         "print('ok')\n")
     env = dict(os.environ, OMP_DYNAMIC="true")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # the directory of the fastrnn under test (installed or built in place)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastrnn.__file__)))
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(
         os.pathsep) if p])
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
