@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "bf16.h"
+#include "layout.h"
 #include "threads.h"
 
 /* the float32 cells' step functions (cells.h, float instantiation) */
@@ -63,17 +64,7 @@ static int fr_bthreads(const fr_dims *d)
                 * (double)(d->input + d->hidden);
     return fr_team_for(d->n_threads, work, FR_BMIN_WORK, fr_bnchunks(d));
 }
-static int fr_bdims_ok(const fr_dims *d)
-{
-    return d->cell >= FR_LSTM && d->cell <= FR_RNN_RELU && d->batch > 0 && d->steps > 0
-        && d->input > 0 && d->hidden > 0 && d->ld >= d->hidden && d->hidden <= (1 << 26)
-        && d->input <= (1 << 28);
-}
-static inline size_t fr_brow(const fr_dims *d, int t, int b)
-{
-    return d->batch_first ? (size_t)b * d->steps + t : (size_t)t * d->batch + b;
-}
-static inline int fr_btime(const fr_dims *d, int t, int len) { return d->reverse ? len - 1 - t : t; }
+static int fr_bdims_ok(const fr_dims *d) { return fr_dims_ok(d) && d->input <= (1 << 28); }
 
 /* floats of one thread's area: xg (K*c, I/2 pairs), xp (K*c, GH), a (c, GH), h, cell
    (c, H), hb (c, H/2 pairs) */
@@ -308,18 +299,6 @@ int fr_bf16_matmul_avx512bf16(int m, int n, int k, const float *a, int lda, cons
     return rc;
 }
 
-/* The chunk's samples ordered by length, longest first (stable), as recurrence.c. */
-static void fr_bsort(const int *lengths, int b0, int nb, int *perm, int *len)
-{
-    for (int r = 0; r < nb; r++) {
-        const int l = lengths[b0 + r];
-        int q = r;
-        while (q > 0 && len[q - 1] < l) { perm[q] = perm[q - 1]; len[q] = len[q - 1]; q--; }
-        perm[q] = r;
-        len[q] = l;
-    }
-}
-
 /* offset in floats of hb (c*H/2 pairs) in a thread's area */
 static size_t fr_bhb_offset(const fr_dims *d)
 {
@@ -346,7 +325,7 @@ static FR_BF16 void fr_bchunk_avx512bf16(const fr_dims *d, int j, float *w, floa
     float *cs = h + fr_bround((size_t)c * H);                   /* (nb, H) LSTM */
     uint32_t *hb = (uint32_t *)(w + fr_bhb_offset(d));          /* (nb, Hp) pairs */
     int perm[FR_BMAX_CHUNK], len[FR_BMAX_CHUNK] = {0};
-    fr_bsort(lengths, b0, nb, perm, len);
+    fr_sort_chunk(lengths, b0, nb, perm, len);
     const int Tc = len[0];
 
     for (int r = 0; r < nb; r++) {
@@ -361,7 +340,7 @@ static FR_BF16 void fr_bchunk_avx512bf16(const fr_dims *d, int j, float *w, floa
                 uint32_t *dst = xg + ((size_t)s * nb + r) * Ip;
                 const int t = t0 + s;
                 if (t < len[r])
-                    fr_bpairs_avx512bf16(dst, x + fr_brow(d, fr_btime(d, t, len[r]),
+                    fr_bpairs_avx512bf16(dst, x + fr_row(d, fr_time_index(d, t, len[r]),
                                                           b0 + perm[r]) * I, I);
                 else
                     memset(dst, 0, sizeof(uint32_t) * Ip);
@@ -385,13 +364,13 @@ static FR_BF16 void fr_bchunk_avx512bf16(const fr_dims *d, int j, float *w, floa
             }
             if (out)
                 for (int r = 0; r < nact; r++)
-                    memcpy(out + fr_brow(d, fr_btime(d, t, len[r]), b0 + perm[r]) * d->ld,
+                    memcpy(out + fr_row(d, fr_time_index(d, t, len[r]), b0 + perm[r]) * d->ld,
                            h + (size_t)r * H, sizeof(float) * H);
         }
     }
     for (int r = 0; r < nb && out; r++)
         for (int tt = len[r]; tt < T; tt++)
-            memset(out + fr_brow(d, tt, b0 + perm[r]) * d->ld, 0, sizeof(float) * H);
+            memset(out + fr_row(d, tt, b0 + perm[r]) * d->ld, 0, sizeof(float) * H);
     for (int r = 0; r < nb; r++) {
         memcpy(h_n + (size_t)(b0 + perm[r]) * H, h + (size_t)r * H, sizeof(float) * H);
         if (lstm) memcpy(c_n + (size_t)(b0 + perm[r]) * H, cs + (size_t)r * H, sizeof(float) * H);
@@ -404,8 +383,7 @@ int fr_forward_bf16_avx512bf16(const fr_dims *d, float *out, float *h_n, float *
                                const float *b_ih, const float *b_hh, float *ws)
 {
     if (!fr_bf16_ok || !fr_bdims_ok(d)) return FR_EBADDIMS;
-    for (int b = 0; b < d->batch; b++)
-        if (lengths[b] < 1 || lengths[b] > d->steps) return FR_EBADDIMS;
+    if (!fr_lengths_ok(d, lengths)) return FR_EBADDIMS;
     const int GH = fr_bgates(d->cell) * d->hidden, I = d->input, H = d->hidden;
     const int nchunks = fr_bnchunks(d), nt = fr_bthreads(d);
     const int np = (GH + FR_BNR - 1) / FR_BNR;

@@ -43,6 +43,7 @@ void fr_threads_used_reset(void) { fr_tls_last_threads = fr_tls_max_threads = 0;
 #include <stdint.h>
 #include <stdatomic.h>
 #include "kernels.h"
+#include "layout.h"
 #define FR_TEMPLATE "recurrence.c"
 #include "instantiate.h"
 
@@ -140,25 +141,6 @@ static int fr_split_threads(const fr_dims *d)
 static int fr_fused(const fr_dims *d) { return d->cell != FR_GRU && !fr_split_candidate(d); }
 
 static int fr_xblock(const fr_dims *d) { return d->steps < FR_XBLOCK ? d->steps : FR_XBLOCK; }
-/* Row of (time step t, sample b) in x, out, d_out, dx: batch-first (b, t) or
-   time-major (t, b). The recurrence's own buffers are always (loop step, sample). */
-static inline size_t fr_row(const fr_dims *d, int t, int b)
-{
-    return d->batch_first ? (size_t)b * d->steps + t : (size_t)t * d->batch + b;
-}
-
-static int fr_dims_ok(const fr_dims *d)
-{
-    return d->cell >= FR_LSTM && d->cell <= FR_RNN_RELU && d->batch > 0 && d->steps > 0
-        && d->input > 0 && d->hidden > 0 && d->ld >= d->hidden && d->hidden <= (1 << 26);
-}
-
-static int fr_lengths_ok(const fr_dims *d, const int *lengths)
-{
-    for (int b = 0; b < d->batch; b++)
-        if (lengths[b] < 1 || lengths[b] > d->steps) return 0;
-    return 1;
-}
 
 /* a * b * c ... in size_t, 0 on overflow */
 static size_t fr_mul(size_t a, size_t b) { return (b && a > (size_t)-1 / b) ? 0 : a * b; }
@@ -371,7 +353,6 @@ size_t fr_backward_workspace(const fr_dims *d)
          + (fr_step_ih(d) ? fr_round((size_t)fr_nchunks(d) * GH * d->input) : 0);
 }
 
-static int fr_time_index(const fr_dims *d, int t, int len) { return d->reverse ? len - 1 - t : t; }
 
 /* Whether fr_forward_f32 runs each step of d as ONE product [x_t, h] [W_ih, W_hh]^T
    (else the input projection and h W_hh^T apart): the stream (stream.c) follows the
@@ -549,20 +530,6 @@ FR_CLONES static void FR(add_outer)(real *restrict acc, const real *x, const siz
     }
 }
 
-/* The chunk's samples ordered by length, longest first (stable: ties keep batch order).
-   perm[r] is the r-th sample (relative to b0), len[r] its length. Insertion sort: a
-   chunk is a few dozen samples at most. */
-static void FR(sort_chunk)(const int *lengths, int b0, int nb, int *perm, int *len)
-{
-    for (int r = 0; r < nb; r++) {
-        const int l = lengths[b0 + r];
-        int q = r;
-        while (q > 0 && len[q - 1] < l) { perm[q] = perm[q - 1]; len[q] = len[q - 1]; q--; }
-        perm[q] = r;
-        len[q] = l;
-    }
-}
-
 /* rows of H values between buffers of different row strides */
 static void FR(copy_rows)(real *dst, int ldd, const real *src, int lds, int nb, int H)
 {
@@ -618,7 +585,7 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
     const int ldh = fused ? I + H : H;          /* row stride of the running state */
     real *h = fused ? xh + I : hbuf;
     int perm[FR_MAX_CHUNK], len[FR_MAX_CHUNK] = {0};
-    FR(sort_chunk)(lengths, b0, nb, perm, len);
+    fr_sort_chunk(lengths, b0, nb, perm, len);
     const int Tc = len[0];
 
     for (int r = 0; r < nb; r++) {
@@ -919,7 +886,7 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
     real *dgi_rows[FR_MAX_CHUNK];
     size_t xrow[FR_MAX_CHUNK];
     real *dgh_rows[FR_MAX_CHUNK];
-    FR(sort_chunk)(lengths, b0, nb, perm, len);
+    fr_sort_chunk(lengths, b0, nb, perm, len);
     if (pih) memset(pih, 0, sizeof(real) * (size_t)GH * d->input);
     const int Tc = len[0];
 
