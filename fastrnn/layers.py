@@ -648,11 +648,10 @@ class _Recurrent:
         if self._cache is None:
             raise ValueError("backward() needs a preceding forward(X, training=True)")
         B, T, dt = self._cache["B"], self._cache["T"], self.dtype
-        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
+        D, H = self.num_directions, self.hidden_size
         ok = all(a is None or (type(a) is np.ndarray and a.dtype == dt and a.shape == s
                                and a.flags.c_contiguous)
-                 for a, s in ((d_out, (B, T, shape[0] // self.num_layers * shape[2])),
-                              (d_h_n, shape)))
+                 for a, s in ((d_out, (B, T, D * H)), (d_h_n, (self.num_layers * D, B, H))))
         if not ok:
             dX, grads = self.backward(d_out, d_h_n, n_threads=n_threads)
             return (dX if need_dx else None), grads

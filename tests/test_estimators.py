@@ -1,7 +1,9 @@
 """The scikit-learn-style estimators: API conventions, scikit-learn's own checks,
 variable-length input, persistence, reproducibility, and that they actually learn."""
 import io
+import os
 import pickle
+import sys
 import warnings
 from contextlib import redirect_stdout
 
@@ -13,6 +15,9 @@ from fastrnn import (GRUClassifier, GRURegressor, LSTMClassifier, LSTMRegressor,
                      RNNClassifier, RNNRegressor)
 from fastrnn.datasets import make_adding, make_majority
 from fastrnn.exceptions import ModelFileError
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fit_probes import record_snapshots  # noqa: E402
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.base import clone  # noqa: E402
@@ -426,21 +431,6 @@ def test_too_many_virtual_samples_is_a_clear_error():
         LSTMClassifier(max_epochs=1).fit(X, y, sample_weight=w)
 
 
-def _initial_params(monkeypatch):
-    """Records the weights fit starts from (the first snapshot of the training loop)."""
-    from fastrnn.estimators import _training
-    seen = []
-    orig = _training.snapshot
-
-    def recording(est, training_state=False, into=None):
-        snap = orig(est, training_state, into=into)
-        # a copy: the training loop reuses a snapshot's arrays for a later one
-        seen.append({k: v.copy() for k, v in snap.items() if isinstance(v, np.ndarray)})
-        return snap
-    monkeypatch.setattr(_training, "snapshot", recording)
-    return seen
-
-
 @pytest.mark.parametrize("cls", [LSTMClassifier, GRURegressor], ids=lambda c: c.__name__)
 def test_non_integer_weights_weight_the_loss_gradient(cls, monkeypatch):
     """One full-batch SGD step with non-integer weights moves the weights by -lr times
@@ -450,7 +440,7 @@ def test_non_integer_weights_weight_the_loss_gradient(cls, monkeypatch):
     X = X.astype(np.float64)
     target = y if cls._is_classifier else 3 + 2 * X.sum(axis=(1, 2))
     w = np.array([0.5, 1.7, 0.25, 3.0, 1.0, 0.1, 2.2, 0.9, 1.3])
-    seen = _initial_params(monkeypatch)
+    seen = record_snapshots(monkeypatch)
     lr = 0.05
     m = cls(hidden_size=5, optimizer="sgd", learning_rate=lr, batch_size=9, max_epochs=1,
             clip_grad_norm=None, shuffle=False, dtype="float64", random_state=0)

@@ -1,7 +1,9 @@
 """Per-step estimators (taggers, sequence regressors) and token input: the structure of
 y and of the outputs, losses over valid steps only, scikit-learn plumbing with ragged
 lists, persistence, thread-count invariance, and that they learn what needs memory."""
+import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +13,9 @@ from fastrnn import (GRUClassifier, GRUSequenceRegressor, GRUTagger, LSTMClassif
                      LSTMRegressor, LSTMSequenceRegressor, LSTMTagger, RNNSequenceRegressor,
                      RNNTagger)
 from fastrnn.datasets import make_marked_recall
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fit_probes import record_snapshots  # noqa: E402
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.base import clone  # noqa: E402
@@ -374,19 +379,10 @@ def test_non_integer_sequence_weights_weight_every_step_in_one_sgd_step(monkeypa
     weights by -lr * sum_i w_i T_i g_i / sum_i w_i T_i, g_i the gradient of sequence i
     alone (its mean over its T_i steps), combined in numpy; the input scaling is the
     weighted mean over the valid steps."""
-    from fastrnn.estimators import _training
     X, y = ragged_tagging(n=7, seed=12)
     X = [x.astype(np.float64) for x in X]
     w = np.array([0.3, 1.5, 2.25, 0.7, 1.1, 0.05, 3.0])
-    seen = []
-    orig = _training.snapshot
-
-    def recording(est, training_state=False, into=None):
-        snap = orig(est, training_state, into=into)
-        # a copy: the training loop reuses a snapshot's arrays for a later one
-        seen.append({k: v.copy() for k, v in snap.items() if isinstance(v, np.ndarray)})
-        return snap
-    monkeypatch.setattr(_training, "snapshot", recording)
+    seen = record_snapshots(monkeypatch)
     lr = 0.1
     m = LSTMTagger(hidden_size=4, optimizer="sgd", learning_rate=lr, batch_size=7,
                    max_epochs=1, clip_grad_norm=None, shuffle=False, dtype="float64",
