@@ -3,32 +3,26 @@ norm and the update of every dense parameter in one core call, checked against t
 numpy formulas of fastrnn.optim (bitwise), torch.optim with clip_grad_norm_, and
 clip_grad_norm; thread invariance; bad input."""
 import copy
+import os
+import sys
 
 import numpy as np
 import pytest
 
 import fastrnn
 from fastrnn import _core
-from fastrnn.optim import SGD, Adam, AdamW, RMSprop, clip_grad_norm
+from fastrnn.optim import SGD, Adam, RMSprop, clip_grad_norm
 from fastrnn.sparse import RowSparseGrad
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_optim import OPTIMIZER_CASES  # noqa: E402
 
 SHAPES = {"weight_ih": (32, 5), "weight_hh": (32, 8), "bias": (32,), "head": (3, 8, 2)}
 N_STEPS = 30
 
-CASES = [
-    (SGD, "SGD", dict(lr=0.1)),
-    (SGD, "SGD", dict(lr=0.05, momentum=0.9)),
-    (SGD, "SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
-    (SGD, "SGD", dict(lr=0.05, momentum=0.5, weight_decay=0.1)),
-    (SGD, "SGD", dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.01)),
-    (Adam, "Adam", dict(lr=0.01)),
-    (Adam, "Adam", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
-    (AdamW, "AdamW", dict(lr=0.01)),
-    (AdamW, "AdamW", dict(lr=0.02, betas=(0.5, 0.9), weight_decay=0.3)),
-    (RMSprop, "RMSprop", dict(lr=0.01)),
-    (RMSprop, "RMSprop", dict(lr=0.01, alpha=0.9, momentum=0.7)),
-    (RMSprop, "RMSprop", dict(lr=0.01, alpha=0.9, momentum=0.7, weight_decay=0.05)),
-]
+# the cases the numpy path is checked on against PyTorch (test_optim), plus RMSprop
+# with momentum and no weight decay
+CASES = OPTIMIZER_CASES + [(RMSprop, "RMSprop", dict(lr=0.01, alpha=0.9, momentum=0.7))]
 IDS = [f"{name}-{i}" for i, (_, name, _) in enumerate(CASES)]
 DTYPES = [np.float32, np.float64]
 
