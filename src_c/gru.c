@@ -49,6 +49,12 @@ FR_CLONES void FR(gru_rows_forward)(int n, int H, const real *xp, real *a, const
                                     const real *b_hh, real *h, int ldh, real *store)
 {
     const int GH = 3 * H;
+#if FR_IS_FLOAT
+    if (fr_avx512) {                    /* one pass per 16 units (vmath.c) */
+        fr_gru_rows_forward_avx512(n, H, xp, a, b_ih, b_hh, h, ldh, store);
+        return;
+    }
+#endif
     for (int r = 0; r < n; r++)
         FR(gru_step_forward)(H, xp + (size_t)r * GH, a + (size_t)r * GH, b_ih, b_hh,
                              h + (size_t)r * ldh, store ? store + (size_t)r * 4 * H : NULL);

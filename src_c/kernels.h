@@ -50,6 +50,13 @@ void fr_tanh_avx512(float *x, int n);
 /* the same over `len` floats of each of `rows` rows `stride` floats apart */
 void fr_sigmoid_avx512_rows(float *x, int len, int rows, size_t stride);
 void fr_tanh_avx512_rows(float *x, int len, int rows, size_t stride);
+/* lstm.c's / gru.c's float32 forward rows, fused (vmath.c); only when fr_avx512. */
+void fr_lstm_rows_forward_avx512(int n, int H, const float *xp, const float *a,
+                                 const float *b_ih, const float *b_hh, float *h, int ldh,
+                                 float *c, float *store);
+void fr_gru_rows_forward_avx512(int n, int H, const float *xp, const float *a,
+                                const float *b_ih, const float *b_hh, float *h, int ldh,
+                                float *store);
 /* lstm.c's float32 backward rows, fused (vmath.c); only when fr_avx512. */
 void fr_lstm_rows_backward_avx512(int n, int H, const float *store, const float *c_prev,
                                   const float *c_t, float *dh, float *dc, float *dgh,

@@ -58,54 +58,15 @@ FR(lstm_step_backward)(int H, const real *restrict store, const real *restrict c
     if (dgi) memcpy(dgi, dgh, sizeof(real) * 4 * H);   /* still in L1 */
 }
 
-#if FR_IS_FLOAT
-/* lstm_step_forward over n rows, pass by pass across the rows: with small hidden sizes
-   one activation call per row and gate cost as much as the work. Element by element the
-   same arithmetic, so results do not depend on which version ran. */
-static inline __attribute__((always_inline)) void
-FR(lstm_rows_forward_small)(int n, int H, const real *xp, real *a, const real *b_ih,
-                            const real *b_hh, real *h, int ldh, real *c, real *store)
-{
-    const int GH = 4 * H;
-    real *g0 = store ? store : a;
-    for (int r = 0; r < n; r++) {
-        real *gt = g0 + (size_t)r * GH;
-        const real *ar = a + (size_t)r * GH;
-        if (xp) {
-            const real *xr = xp + (size_t)r * GH;
-            for (int j = 0; j < GH; j++) gt[j] = xr[j] + ar[j] + b_ih[j] + b_hh[j];
-        } else {
-            for (int j = 0; j < GH; j++) gt[j] = ar[j] + b_ih[j] + b_hh[j];
-        }
-    }
-    fr_sigmoid_avx512_rows(g0, 2 * H, n, (size_t)GH);
-    fr_tanh_avx512_rows(g0 + 2 * H, H, n, (size_t)GH);
-    fr_sigmoid_avx512_rows(g0 + 3 * H, H, n, (size_t)GH);
-    for (int r = 0; r < n; r++) {
-        const real *gt = g0 + (size_t)r * GH;
-        real *cr = c + (size_t)r * H, *hr = h + (size_t)r * ldh;
-        for (int j = 0; j < H; j++) cr[j] = gt[H + j] * cr[j] + gt[j] * gt[2 * H + j];
-        for (int j = 0; j < H; j++) hr[j] = cr[j];
-    }
-    fr_tanh_avx512_rows(h, H, n, (size_t)ldh);
-    for (int r = 0; r < n; r++) {
-        const real *og = g0 + (size_t)r * GH + 3 * H;
-        real *hr = h + (size_t)r * ldh;
-        for (int j = 0; j < H; j++) hr[j] *= og[j];
-    }
-}
-#endif
 
 /* n rows per call: one call per step and chunk, the row loop inside the AVX-512 clone */
 FR_CLONES void FR(lstm_rows_forward)(int n, int H, const real *xp, real *a, const real *b_ih,
                                      const real *b_hh, real *h, int ldh, real *c, real *store)
 {
     const int GH = 4 * H;
-    /* (a one-pass AVX-512 forward, like the backward below, measured 4-6% slower at
-       H = 64 and 128 than these passes over vmath.c's array activations) */
 #if FR_IS_FLOAT
-    if (fr_avx512 && H < 64) {
-        FR(lstm_rows_forward_small)(n, H, xp, a, b_ih, b_hh, h, ldh, c, store);
+    if (fr_avx512) {                    /* one pass per 16 units (vmath.c) */
+        fr_lstm_rows_forward_avx512(n, H, xp, a, b_ih, b_hh, h, ldh, c, store);
         return;
     }
 #endif

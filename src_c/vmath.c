@@ -100,14 +100,92 @@ static inline FR_AVX512 __m512 fr_tanh16_avx512(__m512 x)
 FR_ARRAY_FN(fr_sigmoid_avx512, fr_sigmoid16_avx512)
 FR_ARRAY_FN(fr_tanh_avx512, fr_tanh16_avx512)
 
-/* The LSTM backward step of n rows in one pass per 16 units, everything in registers
-   (lstm.c makes a pass for tanh(c) and one for the gradients, and copies dG for dgi;
-   this cut an M training step by 10%). Same formulas as lstm.c. */
 static inline FR_AVX512 __m512 fr_load_part_avx512(const float *p, __mmask16 m)
 {
     return _mm512_maskz_loadu_ps(m, p);
 }
 
+/* The LSTM and GRU forward steps of n rows in one pass per 16 units, everything in
+   registers (lstm.c / gru.c make a pass per gate sum, one per activation and one per
+   update): GRU inference 5-15% faster at M on one thread, the gate part of a B1 step on
+   the unit-split path 30% shorter; LSTM within 2% either way.
+   Same formulas as the cell files; every float32 caller on AVX-512 (every path, every
+   thread count) runs these, so results do not depend on the path. store: the values
+   backward needs ([i, f, g, o] / [r, z, n, W_hn h + b_hn]), or NULL (inference: nothing
+   but h and c is written). */
+static inline FR_AVX512 __m512 fr_sum4_avx512(const float *xp, const float *a, const float *bi,
+                                              const float *bh, int j, __mmask16 m)
+{
+    const __m512 s = _mm512_add_ps(fr_load_part_avx512(a + j, m), fr_load_part_avx512(bi + j, m));
+    if (!xp) return _mm512_add_ps(s, fr_load_part_avx512(bh + j, m));
+    /* ((x + a) + b_ih) + b_hh, the cell files' order */
+    const __m512 t = _mm512_add_ps(fr_load_part_avx512(xp + j, m), fr_load_part_avx512(a + j, m));
+    return _mm512_add_ps(_mm512_add_ps(t, fr_load_part_avx512(bi + j, m)),
+                         fr_load_part_avx512(bh + j, m));
+}
+
+FR_AVX512 void fr_lstm_rows_forward_avx512(int n, int H, const float *xp, const float *a,
+                                           const float *b_ih, const float *b_hh, float *h,
+                                           int ldh, float *c, float *store)
+{
+    const size_t GH = 4 * (size_t)H;
+    for (int r = 0; r < n; r++) {
+        const float *xr = xp ? xp + (size_t)r * GH : NULL, *ar = a + (size_t)r * GH;
+        float *hr = h + (size_t)r * ldh, *cr = c + (size_t)r * H;
+        float *st = store ? store + (size_t)r * GH : NULL;
+        for (int j = 0; j < H; j += 16) {
+            const __mmask16 m = H - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (H - j)) - 1u);
+            const __m512 i = fr_sigmoid16_avx512(fr_sum4_avx512(xr, ar, b_ih, b_hh, j, m));
+            const __m512 f = fr_sigmoid16_avx512(fr_sum4_avx512(xr, ar, b_ih, b_hh, H + j, m));
+            const __m512 g = fr_tanh16_avx512(fr_sum4_avx512(xr, ar, b_ih, b_hh, 2 * H + j, m));
+            const __m512 o = fr_sigmoid16_avx512(fr_sum4_avx512(xr, ar, b_ih, b_hh, 3 * H + j, m));
+            const __m512 cn = _mm512_fmadd_ps(f, fr_load_part_avx512(cr + j, m), _mm512_mul_ps(i, g));
+            _mm512_mask_storeu_ps(cr + j, m, cn);
+            _mm512_mask_storeu_ps(hr + j, m, _mm512_mul_ps(fr_tanh16_avx512(cn), o));
+            if (st) {
+                _mm512_mask_storeu_ps(st + j, m, i);
+                _mm512_mask_storeu_ps(st + H + j, m, f);
+                _mm512_mask_storeu_ps(st + 2 * H + j, m, g);
+                _mm512_mask_storeu_ps(st + 3 * H + j, m, o);
+            }
+        }
+    }
+}
+
+FR_AVX512 void fr_gru_rows_forward_avx512(int n, int H, const float *xp, const float *a,
+                                          const float *b_ih, const float *b_hh, float *h,
+                                          int ldh, float *store)
+{
+    const size_t GH = 3 * (size_t)H;
+    for (int r = 0; r < n; r++) {
+        const float *xr = xp + (size_t)r * GH, *ar = a + (size_t)r * GH;
+        float *hr = h + (size_t)r * ldh;
+        float *st = store ? store + (size_t)r * 4 * H : NULL;
+        for (int j = 0; j < H; j += 16) {
+            const __mmask16 m = H - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (H - j)) - 1u);
+            const __m512 rg = fr_sigmoid16_avx512(fr_sum4_avx512(xr, ar, b_ih, b_hh, j, m));
+            const __m512 zg = fr_sigmoid16_avx512(fr_sum4_avx512(xr, ar, b_ih, b_hh, H + j, m));
+            const __m512 hn = _mm512_add_ps(fr_load_part_avx512(ar + 2 * H + j, m),
+                                            fr_load_part_avx512(b_hh + 2 * H + j, m));
+            const __m512 xn = _mm512_add_ps(fr_load_part_avx512(xr + 2 * H + j, m),
+                                            fr_load_part_avx512(b_ih + 2 * H + j, m));
+            const __m512 ng = fr_tanh16_avx512(_mm512_fmadd_ps(rg, hn, xn));
+            /* h' = n + z (h - n) */
+            const __m512 hp = fr_load_part_avx512(hr + j, m);
+            _mm512_mask_storeu_ps(hr + j, m, _mm512_fmadd_ps(zg, _mm512_sub_ps(hp, ng), ng));
+            if (st) {
+                _mm512_mask_storeu_ps(st + j, m, rg);
+                _mm512_mask_storeu_ps(st + H + j, m, zg);
+                _mm512_mask_storeu_ps(st + 2 * H + j, m, ng);
+                _mm512_mask_storeu_ps(st + 3 * H + j, m, hn);
+            }
+        }
+    }
+}
+
+/* The LSTM backward step of n rows in one pass per 16 units, everything in registers
+   (lstm.c makes a pass for tanh(c) and one for the gradients, and copies dG for dgi;
+   this cut an M training step by 10%). Same formulas as lstm.c. */
 FR_AVX512 void fr_lstm_rows_backward_avx512(int n, int H, const float *store,
                                             const float *c_prev, const float *c_t, float *dh,
                                             float *dc, float *dgh, float *const *dgi_rows)
@@ -158,6 +236,20 @@ void fr_lstm_rows_backward_avx512(int n, int H, const float *store, const float 
 {
     (void)n; (void)H; (void)store; (void)c_prev; (void)c_t; (void)dh; (void)dc; (void)dgh;
     (void)dgi_rows;
+}
+void fr_lstm_rows_forward_avx512(int n, int H, const float *xp, const float *a,
+                                 const float *b_ih, const float *b_hh, float *h, int ldh,
+                                 float *c, float *store)
+{
+    (void)n; (void)H; (void)xp; (void)a; (void)b_ih; (void)b_hh; (void)h; (void)ldh; (void)c;
+    (void)store;
+}
+void fr_gru_rows_forward_avx512(int n, int H, const float *xp, const float *a,
+                                const float *b_ih, const float *b_hh, float *h, int ldh,
+                                float *store)
+{
+    (void)n; (void)H; (void)xp; (void)a; (void)b_ih; (void)b_hh; (void)h; (void)ldh;
+    (void)store;
 }
 void fr_sigmoid_avx512(float *x, int n) { (void)x; (void)n; }
 void fr_tanh_avx512(float *x, int n) { (void)x; (void)n; }
