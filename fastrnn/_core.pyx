@@ -21,6 +21,8 @@ cnp.import_array()
 
 cdef extern from "kernels.h" nogil:
     int fr_kernel_available()
+    int fr_all_finite_f32(const float *x, size_t n)
+    int fr_all_finite_f64(const double *x, size_t n)
 
 cdef extern from "fastrnn.h" nogil:
     ctypedef void (*fr_sgemm_t)(char *ta, char *tb, int *m, int *n, int *k, float *alpha,
@@ -392,6 +394,38 @@ cdef void* _ptr(object a, str name, int typenum, Py_ssize_t need, bint writable,
     return cnp.PyArray_DATA(arr)
 
 
+cdef int _check_lengths_in(const int *plen, Py_ssize_t B, int T) except -1:
+    """ValueError unless every length lies in [1, T] (a loop: numpy's min and max took
+    longer than a short batch-1 call's C work)."""
+    cdef Py_ssize_t i
+    for i in range(B):
+        if plen[i] < 1 or plen[i] > T:
+            raise ValueError(f"fastrnn core: lengths must lie in [1, {T}]")
+    return 0
+
+
+def all_finite(a):
+    """Whether a C-contiguous float32 or float64 array holds no NaN or infinity (one
+    pass over the exponent bits, no temporary array)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError("fastrnn core: all_finite needs a numpy array")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        raise ValueError("fastrnn core: all_finite needs a C-contiguous array")
+    cdef int tn = cnp.PyArray_TYPE(arr)
+    cdef size_t n = <size_t>cnp.PyArray_SIZE(arr)
+    cdef int ok
+    if tn == cnp.NPY_FLOAT32:
+        with nogil:
+            ok = fr_all_finite_f32(<const float*>cnp.PyArray_DATA(arr), n)
+    elif tn == cnp.NPY_FLOAT64:
+        with nogil:
+            ok = fr_all_finite_f64(<const double*>cnp.PyArray_DATA(arr), n)
+    else:
+        raise TypeError(f"fastrnn core: all_finite needs float32 or float64, got {a.dtype}")
+    return bool(ok)
+
+
 cdef fr_dims _dims(str cell, int batch, int steps, int input_size, int hidden, bint reverse,
                    int n_threads, int chunk, int ld, bint batch_first=False) except *:
     cdef fr_dims d
@@ -482,8 +516,7 @@ def forward(str cell, bint reverse, int n_threads, int chunk,
     cdef void *pws = _ptr(ws, 'ws', tn, need, True)
     if (lstm and (pc_n == NULL or pc0 == NULL)) or (training and S > 0 and pst == NULL):
         raise ValueError("fastrnn core: missing LSTM cell-state or training buffers")
-    if lengths.min() < 1 or lengths.max() > T:
-        raise ValueError(f"fastrnn core: lengths must lie in [1, {T}]")
+    _check_lengths_in(plen, B, T)
     cdef void *pwc = NULL
     if wcache is not None:
         if tn != cnp.NPY_FLOAT32 or training:
@@ -567,8 +600,7 @@ def backward(str cell, bint reverse, int n_threads, int chunk,
         raise ValueError("fastrnn core: missing LSTM cell-state buffers")
     if S > 0 and pst == NULL:
         raise ValueError("fastrnn core: missing stored gates")
-    if lengths.min() < 1 or lengths.max() > T:
-        raise ValueError(f"fastrnn core: lengths must lie in [1, {T}]")
+    _check_lengths_in(plen, B, T)
     cdef int rc
     cdef int acc = 1 if accumulate_dx else 0
     _blas_hold_one()          # no exception can come between this and the restore
@@ -1315,8 +1347,7 @@ def forward_bf16(str cell, bint reverse, int n_threads, int chunk, out, Py_ssize
     cdef void *pws = _ptr(ws, 'ws', tn, need, True)
     if lstm and (pc_n == NULL or pc0 == NULL):
         raise ValueError("fastrnn core: missing LSTM cell-state buffers")
-    if lengths.min() < 1 or lengths.max() > T:
-        raise ValueError(f"fastrnn core: lengths must lie in [1, {T}]")
+    _check_lengths_in(plen, B, T)
     cdef int rc
     with nogil:
         rc = fr_forward_bf16_avx512bf16(&d, <float*>po, <float*>ph_n, <float*>pc_n,

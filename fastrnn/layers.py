@@ -410,6 +410,11 @@ class _Recurrent:
         and h stay float32. Elsewhere (or with FASTRNN_NO_BF16=1 / FASTRNN_PORTABLE=1)
         it runs float32, with a RuntimeWarning once per process. See README
         "bfloat16 inference"."""
+        if (lengths is None and h0 is None and c0 is None and not training
+                and n_threads is None and precision == "float32"):
+            res = self._infer_plain(X, return_sequences)
+            if res is not None:
+                return res
         use_bf16 = self._use_bf16(precision, training)
         X = self._check_X(X, lambda B, T: self._check_call_size(B, T, training,
                                                                 return_sequences))
@@ -430,6 +435,35 @@ class _Recurrent:
                                           "bfloat16" if use_bf16 else "float32")
         return self._run_forward(X, lengths, h0, c0, params, training, nt, return_sequences,
                                  use_bf16)
+
+    def _infer_plain(self, X, return_sequences):
+        """forward(X, training=False) of full-length sequences from a zero state (the
+        common inference call) with the checks made cheap, or None for forward's full
+        path (X not a C-contiguous 3-D array of the layer's dtype with the right feature
+        count, or a batch forward would split): the call-size check runs once per shape,
+        lengths and zero states are kept per shape, finiteness is one C pass. A batch-1
+        call spent as long in forward's checks as in its first 15 recurrence steps."""
+        if (type(X) is not np.ndarray or X.dtype != self.dtype or X.ndim != 3
+                or not X.flags.c_contiguous or X.shape[2] != self.input_size):
+            return None
+        B, T = X.shape[0], X.shape[1]
+        key = (B, T, return_sequences)
+        plain = self.__dict__.get("_plain")
+        if plain is None or plain[0] != key:
+            if B < 1 or T < 1:
+                return None
+            max_batch = self._check_call_size(B, T, False, return_sequences)
+            if B > max_batch:
+                return None
+            lengths = np.full(B, T, dtype=np.int32)
+            lengths.flags.writeable = False
+            plain = (key, lengths)
+            self._plain = plain
+        if not _core.all_finite(X):
+            raise ValueError("X contains NaN or infinity")
+        zeros = self._zero_state(B)
+        return self._run_forward(X, plain[1], zeros, zeros, self._checked_params(), False,
+                                 _resolve_threads(None), return_sequences, False)
 
     def _train_forward(self, X, lengths, n_threads, return_sequences=True):
         """forward(X, lengths, training=True, ...) for a caller that has
@@ -468,8 +502,7 @@ class _Recurrent:
         B, T, _ = X.shape
         lstm = self._cell == "lstm"
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
-        chunk = _chunk_size(B, self._work(B, T))
-        S = _core.store_width(self._core_cell, H)
+        chunk, S, fwd_sizes, suffixes = self._forward_plan(B, T, nt)
         h_n = np.empty((L * D, B, H), dtype=self.dtype)
         c_n = np.empty((L * D, B, H), dtype=self.dtype) if lstm else None
         # everything stays batch-first: the core reads and writes (B, T, .) rows directly
@@ -487,15 +520,14 @@ class _Recurrent:
                 self._layer_output(k, (B, T, D * H), training)
             layer_cache = []
             for d in range(D):
-                idx, s = k * D + d, self._suffix(k, d)
+                idx = k * D + d
+                s = suffixes[idx]
                 if use_bf16:
                     self._forward_bf16(d, nt, chunk, out, h_n[idx],
                                        c_n[idx] if lstm else None, inp, lengths, h0[idx],
                                        c0[idx] if lstm else None, params, s)
                     continue
-                fwd_ws, _ = _core.workspace_sizes(self._core_cell, B, T, inp.shape[2], H,
-                                                  d == 1, nt, chunk, True)
-                ws = self._ws.get("forward", fwd_ws, self.dtype)
+                ws = self._ws.get("forward", fwd_sizes[idx], self.dtype)
                 h_all = c_all = store = None
                 if training:
                     h_all = self._train_buffer(("h", k, d), (T + 1, B, H))
@@ -517,6 +549,26 @@ class _Recurrent:
         else:
             self._cache = None
         return inp, ((h_n, c_n) if lstm else h_n)
+
+    def _forward_plan(self, B, T, nt):
+        """(chunk, store width, forward workspace size and parameter suffix of each
+        layer-direction) for calls on (B, T) with nt threads, kept while the shape and
+        the architecture repeat (a batch-1 call spent microseconds recomputing them)."""
+        key = (B, T, nt, self._core_cell, self.input_size, self.hidden_size,
+               self.num_layers, self.num_directions)
+        plan = self.__dict__.get("_plan_cache")
+        if plan is None or plan[0] != key:
+            H, chunk = self.hidden_size, _chunk_size(B, self._work(B, T))
+            sizes, suffixes = [], []
+            for k in range(self.num_layers):
+                for d in range(self.num_directions):
+                    sizes.append(_core.workspace_sizes(self._core_cell, B, T,
+                                                       self._layer_input_size(k), H, d == 1,
+                                                       nt, chunk, True)[0])
+                    suffixes.append(self._suffix(k, d))
+            plan = (key, (chunk, _core.store_width(self._core_cell, H), sizes, suffixes))
+            self._plan_cache = plan
+        return plan[1]
 
     def _use_bf16(self, precision, training):
         """Whether this forward call runs the bf16 products (checks `precision`)."""

@@ -8,11 +8,31 @@
    CPU check allows it. */
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include "kernels.h"
 
 int fr_avx512 = 0;
 
 #define FR_MR 8
+
+/* Whether n values hold no NaN or infinity: an OR over "exponent all ones" of each
+   value's bits (integer work the compiler vectorizes; no floating-point exceptions). */
+int fr_all_finite_f32(const float *x, size_t n)
+{
+    const uint32_t *u = (const uint32_t *)x;
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
+    return !bad;
+}
+
+int fr_all_finite_f64(const double *x, size_t n)
+{
+    const uint64_t *u = (const uint64_t *)x;
+    uint64_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        bad |= (u[i] & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+    return !bad;
+}
 
 size_t fr_packed_size(int n, int k) { return (size_t)((n + FR_NR - 1) / FR_NR) * FR_NR * k; }
 

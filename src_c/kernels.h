@@ -15,6 +15,9 @@
 /* 1 when the running CPU has AVX-512F, the kernel was compiled in and FASTRNN_PORTABLE
    is not set. */
 int fr_kernel_available(void);
+/* 1 when none of the n values is NaN or infinite (kernels.c) */
+int fr_all_finite_f32(const float *x, size_t n);
+int fr_all_finite_f64(const double *x, size_t n);
 /* fr_kernel_available(), taken once when the library loads: every AVX-512 path (the
    kernels, vmath.c) is used only when it is 1. */
 extern int fr_avx512;

@@ -398,6 +398,66 @@ def test_split_path_matches_reference(cell, nl, restore_threads):
     _scaled_close(outs[2][1], r_h, 1e-4, 1e-5, "h_n")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell,nl", CELLS, ids=CELL_IDS)
+def test_plain_inference_path_matches_full_path(cell, nl, dtype, monkeypatch):
+    """forward(X) of full-length sequences from a zero state takes the cheap-checks path
+    (_infer_plain, proven by making the full path's X check fail): same bits as the full
+    path (explicit lengths and zero state), over changing shapes and layer stacks."""
+    layer = make_layer(cell, nl, 3, 20, L=2, bidir=True, dtype=dtype, random_state=1)
+    rng = np.random.default_rng(2)
+    shapes = [(1, 30), (4, 7), (1, 30), (2, 1)]
+    full = {}
+    for B, T in shapes:
+        X = rng.standard_normal((B, T, 3)).astype(dtype)
+        zeros = np.zeros((4, B, 20), dtype)
+        kw = dict(lengths=np.full(B, T), h0=zeros) | (dict(c0=zeros) if cell == "lstm" else {})
+        full[(B, T)] = (X, fwd(layer, cell, X, **kw), layer.forward(X, return_sequences=False))
+
+    def refuse(*a, **k):
+        raise AssertionError("the full path ran")
+    monkeypatch.setattr(layer, "_check_X", refuse)
+    for B, T in shapes:
+        X, want, want_last = full[(B, T)]
+        got = fwd(layer, cell, X)
+        for g, w in zip(got, want):
+            if w is not None:
+                assert np.array_equal(g, w)
+        out, state = layer.forward(X, return_sequences=False)
+        assert out is None
+        for g, w in zip(np.atleast_1d(state) if cell != "lstm" else state,
+                        np.atleast_1d(want_last[1]) if cell != "lstm" else want_last[1]):
+            assert np.array_equal(g, w)
+        got[0][...] = 7       # the returned arrays are the caller's own
+        assert np.array_equal(fwd(layer, cell, X)[0], want[0])
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        X = full[(1, 30)][0].copy()
+        X[0, 29, 2] = np.inf
+        layer.forward(X)
+    monkeypatch.undo()
+    # a non-contiguous X or another dtype leaves for the full path, same results
+    X, want, _ = full[(4, 7)]
+    Xs = np.asfortranarray(X)
+    assert np.array_equal(fwd(layer, cell, Xs)[0], want[0])
+
+
+def test_all_finite():
+    for dt in (np.float32, np.float64):
+        x = np.random.default_rng(0).standard_normal(1001).astype(dt)
+        x[5] = np.finfo(dt).max
+        x[6] = np.finfo(dt).tiny / 4          # subnormal
+        assert _core.all_finite(x)
+        for bad in (np.nan, np.inf, -np.inf):
+            y = x.copy()
+            y[1000] = bad
+            assert not _core.all_finite(y)
+        assert _core.all_finite(x[:0])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core.all_finite(np.zeros((4, 4), np.float32)[:, ::2])
+    with pytest.raises(TypeError, match="float32 or float64"):
+        _core.all_finite(np.zeros(4, np.int32))
+
+
 @pytest.mark.parametrize("cell,nl", CELLS, ids=CELL_IDS)
 def test_partial_state_gradients(cell, nl):
     """d_state None / d_h_n only / (lstm) (d_h_n, None) and (None, d_c_n)."""
