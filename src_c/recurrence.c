@@ -200,13 +200,15 @@ static int fr_wc_sync(float *copy, const float *w, size_t n)
     return 1;
 }
 
-/* The unit-split path's barrier, once per step (a step takes about a microsecond): the
-   threads spin on a shared counter (pause) for FR_SPINS rounds, about a millisecond,
-   then sleep on it (Linux futex), as libgomp does; cheaper than `omp barrier` (LSTM B1
-   on 2 threads: best call 174.5 against 190.4 us, see bench/README.md). Spinning that
-   long matters on a busy machine: a thread that yields or sleeps early pays a trip
-   through the scheduler at every step (medians of 20 ms were measured that way).
-   Elsewhere than Linux, OpenMP's barrier. */
+/* The unit-split path's barrier, once per step (a step takes about a microsecond): each
+   thread publishes how many barriers it has reached in a flag on its own cache line and
+   waits until every other thread's flag has caught up. Against a shared counter (which
+   every thread writes, then all read) a waiter is released by one cache-line transfer
+   instead of two; the counter version cost 8-20 us of a 100-step B1 call. Waiters spin
+   (pause) for FR_SPINS rounds, about a millisecond, then sleep on the late thread's flag
+   (Linux futex), as libgomp does: spinning that long matters on a busy machine, where a
+   thread that yields or sleeps early pays a trip through the scheduler at every step
+   (medians of 20 ms were measured that way). Elsewhere than Linux, OpenMP's barrier. */
 #if defined(__linux__)
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -215,34 +217,53 @@ static int fr_wc_sync(float *copy, const float *w, size_t n)
 #define FR_HAVE_FUTEX 1
 #endif
 #define FR_SPINS 100000
+/* More threads than the process may run on at once (set_num_threads(3) on 2 cores): a
+   waiter that spins holds a core the late thread needs, and a B1 call took 500x longer
+   (740 ms against 1.5 ms). Then waiters spin briefly and sleep, as libgomp throttles its
+   own spinning in that case. */
+#define FR_SPINS_THROTTLED 1000
 typedef struct {
-    _Atomic int count, gen, sleepers;
-} __attribute__((aligned(64))) fr_step_barrier;
+    _Atomic int reached;
+} __attribute__((aligned(64))) fr_step_flag;
 
-static void fr_step_barrier_wait(fr_step_barrier *b, int n)
+typedef struct {
+    fr_step_flag *flags;                /* one per thread of the team */
+    int spins;                          /* FR_SPINS, or FR_SPINS_THROTTLED */
+    _Atomic int sleepers __attribute__((aligned(64)));
+} fr_step_barrier;
+
+/* me: this thread's index in the team of n; phase: barriers it has passed so far (the
+   caller counts them: every thread calls the barrier equally often) */
+static void fr_step_barrier_wait(fr_step_barrier *b, int n, int me, int *phase)
 {
 #ifndef FR_HAVE_FUTEX
-    (void)b; (void)n;
+    (void)b; (void)n; (void)me; (void)phase;
 #pragma omp barrier
 #else
-    const int g = atomic_load_explicit(&b->gen, memory_order_relaxed);
-    if (atomic_fetch_add_explicit(&b->count, 1, memory_order_acq_rel) == n - 1) {
-        atomic_store_explicit(&b->count, 0, memory_order_relaxed);
-        atomic_store(&b->gen, g + 1);                           /* seq_cst */
-        if (atomic_load(&b->sleepers) > 0)
-            syscall(SYS_futex, &b->gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
-        return;
-    }
-    for (int spins = 0; spins < FR_SPINS; spins++) {
-        if (atomic_load_explicit(&b->gen, memory_order_acquire) != g) return;
+    const int p = ++*phase;
+    atomic_store(&b->flags[me].reached, p);                    /* seq_cst */
+    if (atomic_load(&b->sleepers) > 0)
+        syscall(SYS_futex, &b->flags[me].reached, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    int spins = 0;
+    for (int j = 0; j < n; j++) {
+        if (j == me) continue;
+        _Atomic int *f = &b->flags[j].reached;
+        for (;;) {
+            const int v = atomic_load_explicit(f, memory_order_acquire);
+            if (v >= p) break;
+            if (spins < b->spins) {
+                spins++;
 #if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
+                __builtin_ia32_pause();
 #endif
+                continue;
+            }
+            atomic_fetch_add(&b->sleepers, 1);                 /* seq_cst */
+            if (atomic_load(f) == v)
+                syscall(SYS_futex, f, FUTEX_WAIT_PRIVATE, v, NULL, NULL, 0);
+            atomic_fetch_sub(&b->sleepers, 1);
+        }
     }
-    atomic_fetch_add(&b->sleepers, 1);                          /* seq_cst */
-    while (atomic_load(&b->gen) == g)
-        syscall(SYS_futex, &b->gen, FUTEX_WAIT_PRIVATE, g, NULL, NULL, 0);
-    atomic_fetch_sub(&b->sleepers, 1);
 #endif
 }
 
@@ -680,9 +701,15 @@ static void FR(forward_split)(const fr_dims *d, int nt, real *out, real *h_n, re
     const size_t per = fr_split_per_thread(d, nt);
     real *hbuf = ws + fr_packed_weights(d);              /* (2, B, H) shared */
     real *wthreads = hbuf + fr_round(2 * (size_t)B * H);
+    fr_step_flag flags[nt];
+    for (int i = 0; i < nt; i++) atomic_init(&flags[i].reached, 0);
     fr_step_barrier bar;
-    atomic_init(&bar.count, 0);
-    atomic_init(&bar.gen, 0);
+    bar.flags = flags;
+#ifdef _OPENMP
+    bar.spins = nt > omp_get_num_procs() ? FR_SPINS_THROTTLED : FR_SPINS;
+#else
+    bar.spins = FR_SPINS;
+#endif
     atomic_init(&bar.sleepers, 0);
     int Tmax = 0;
     for (int b = 0; b < B; b++) Tmax = lengths[b] > Tmax ? lengths[b] : Tmax;
@@ -693,6 +720,7 @@ static void FR(forward_split)(const fr_dims *d, int nt, real *out, real *h_n, re
         /* slices tid, tid + team, ...: one each unless OpenMP gave a smaller team
            (OMP_DYNAMIC, a thread limit); the barrier counts the team */
         const int tid = FR_THREAD_NUM(), team = FR_TEAM_SIZE();
+        int phase = 0;
         for (int sl = tid; sl < nt; sl += team) {
             const int u0 = sl * hs;
             real *pk_hh = packed + (size_t)sl * GS * (H + I);
@@ -720,7 +748,7 @@ static void FR(forward_split)(const fr_dims *d, int nt, real *out, real *h_n, re
                 if (lstm) memcpy(cst + (size_t)b * hs, c0 + (size_t)b * H + u0, sizeof(real) * hs);
             }
         }
-        fr_step_barrier_wait(&bar, team);
+        fr_step_barrier_wait(&bar, team, tid, &phase);
         for (int t0 = 0; t0 < Tmax; t0 += XB) {
             const int kb = Tmax - t0 < XB ? Tmax - t0 : XB;
             for (int sl = tid; sl < nt; sl += team) {
@@ -760,7 +788,7 @@ static void FR(forward_split)(const fr_dims *d, int nt, real *out, real *h_n, re
                                    sizeof(real) * hs);
                     }
                 }
-                fr_step_barrier_wait(&bar, team);
+                fr_step_barrier_wait(&bar, team, tid, &phase);
             }
         }
         for (int sl = tid; sl < nt; sl += team) {
