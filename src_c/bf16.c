@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "bf16.h"
+#include "kernels.h"
 #include "layout.h"
 #include "threads.h"
 
@@ -353,11 +354,17 @@ static FR_BF16 void fr_bchunk_avx512bf16(const fr_dims *d, int j, float *w, floa
             fr_bgemm_avx512bf16(nact, GH, Hp, hb, Hp, pk_hh, a, GH);
             const float *xps = xp + (size_t)s * nb * GH;
             switch (cell) {
-            case FR_LSTM:
-                lstm_rows_forward_f32(nact, H, xps, a, b_ih, b_hh, h, H, cs, NULL);
+            case FR_LSTM:       /* fast: the cheaper activations (vmath.c) */
+                if (fr_avx512)
+                    fr_lstm_rows_forward_avx512(nact, H, xps, a, b_ih, b_hh, h, H, cs, NULL, 1);
+                else
+                    lstm_rows_forward_f32(nact, H, xps, a, b_ih, b_hh, h, H, cs, NULL);
                 break;
             case FR_GRU:
-                gru_rows_forward_f32(nact, H, xps, a, b_ih, b_hh, h, H, NULL);
+                if (fr_avx512)
+                    fr_gru_rows_forward_avx512(nact, H, xps, a, b_ih, b_hh, h, H, NULL, 1);
+                else
+                    gru_rows_forward_f32(nact, H, xps, a, b_ih, b_hh, h, H, NULL);
                 break;
             default:
                 rnn_rows_forward_f32(nact, H, cell == FR_RNN_RELU, xps, a, b_ih, b_hh, h, H);

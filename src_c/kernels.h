@@ -53,13 +53,14 @@ void fr_tanh_avx512(float *x, int n);
 /* the same over `len` floats of each of `rows` rows `stride` floats apart */
 void fr_sigmoid_avx512_rows(float *x, int len, int rows, size_t stride);
 void fr_tanh_avx512_rows(float *x, int len, int rows, size_t stride);
-/* lstm.c's / gru.c's float32 forward rows, fused (vmath.c); only when fr_avx512. */
+/* lstm.c's / gru.c's float32 forward rows, fused (vmath.c); only when fr_avx512. fast:
+   bf16 inference's cheaper activations (errors of a few 1e-6; see vmath.c). */
 void fr_lstm_rows_forward_avx512(int n, int H, const float *xp, const float *a,
                                  const float *b_ih, const float *b_hh, float *h, int ldh,
-                                 float *c, float *store);
+                                 float *c, float *store, int fast);
 void fr_gru_rows_forward_avx512(int n, int H, const float *xp, const float *a,
                                 const float *b_ih, const float *b_hh, float *h, int ldh,
-                                float *store);
+                                float *store, int fast);
 /* lstm.c's float32 backward rows, fused (vmath.c); only when fr_avx512. */
 void fr_lstm_rows_backward_avx512(int n, int H, const float *store, const float *c_prev,
                                   const float *c_t, float *dh, float *dc, float *dgh,

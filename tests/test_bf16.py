@@ -5,8 +5,9 @@ The reference below is independent numpy: it rounds the weights, the inputs and 
 bf16 exactly as specified (round to nearest even) and accumulates each product in
 float32 in vdpbf16ps' order (per pair of k: the odd element's product, then the even
 one's; products of two bf16 values are exact in float32), so the kernel is checked
-BITWISE and the layers to a few float32 ulps (the activations are the C core's own
-polynomials, numpy's here) - far tighter than bf16 against float32 (~1e-3).
+BITWISE and the layers to a few float32 ulps - far tighter than bf16 against float32
+(~1e-3). The LSTM and GRU activations are the bf16 mode's cheaper formulas, computed
+here in numpy float32 (_sigmoid_fast, _tanh_fast); the RNN's tanh is numpy's.
 Tests that need the CPU feature skip, naming it, when it is absent; the fallback runs in
 a subprocess with FASTRNN_NO_BF16=1 on any machine.
 """
@@ -66,6 +67,43 @@ def _tanh(x):
     return np.tanh(x.astype(np.float64)).astype(np.float32)
 
 
+def _exp2_fast(t):
+    """2^t as bf16 inference's LSTM and GRU gate math computes it (src_c/vmath.c): t
+    rounded to an integer n by the 1.5 * 2^23 trick, a degree-4 polynomial of the rest,
+    float32 throughout (the C code fuses its multiply-adds: results differ by an ulp)."""
+    f32 = np.float32
+    magic = f32(12582912.0)
+    n = (t + magic) - magic
+    f = t - n
+    p = f32(0.00958285294)
+    for c in (0.0559064262, 0.240240991, 0.693124175, 1.0):
+        p = p * f + f32(c)
+    return np.ldexp(p, n.astype(np.int32)).astype(np.float32)
+
+
+def _sigmoid_fast(x):
+    x = np.clip(x, np.float32(-87), np.float32(87))
+    e = _exp2_fast(x * np.float32(-1.44269504088896341))
+    return np.float32(1) / (np.float32(1) + e)
+
+
+def _tanh_fast(x):
+    """1 - 2 / (e^{2|x|} + 1), the sign of x put back by its bit (as the C code does)."""
+    ax = np.minimum(np.abs(x), np.float32(10))
+    e = _exp2_fast(ax * np.float32(2.88539008177792681))
+    t = np.float32(1) - np.float32(2) * (np.float32(1) / (e + np.float32(1)))
+    bits = t.view(np.uint32) | (x.astype(np.float32).view(np.uint32) & np.uint32(0x80000000))
+    return bits.view(np.float32)
+
+
+def test_fast_activations_are_close():
+    """The bf16 mode's cheaper activations against exact ones: a few 1e-6 at most."""
+    x = np.linspace(-30, 30, 200001, dtype=np.float32)
+    assert np.abs(_sigmoid_fast(x) - _sigmoid(x)).max() < 4e-6
+    assert np.abs(_tanh_fast(x) - _tanh(x)).max() < 6e-6
+    assert _tanh_fast(np.zeros(1, np.float32))[0] == 0
+
+
 def ref_direction(cell, x, lengths, w_ih, w_hh, b_ih, b_hh, reverse):
     """One layer-direction, batch-first x (B, T, I): out (B, T, H), h_n, c_n. Float32
     everywhere except the two bf16 products; bias adds in float32 after the products
@@ -82,17 +120,17 @@ def ref_direction(cell, x, lengths, w_ih, w_hh, b_ih, b_hh, reverse):
         t = np.where(act, (lengths - 1 - step) if reverse else step, 0)
         xs = xp[rows, t]
         a = bf16_matmul(h, w_hh)
-        if cell == "lstm":
+        if cell == "lstm":             # the cheaper activations (_sigmoid_fast, _tanh_fast)
             g = xs + a + b_ih + b_hh
-            i, f = _sigmoid(g[:, :H]), _sigmoid(g[:, H:2 * H])
-            gg, o = _tanh(g[:, 2 * H:3 * H]), _sigmoid(g[:, 3 * H:])
+            i, f = _sigmoid_fast(g[:, :H]), _sigmoid_fast(g[:, H:2 * H])
+            gg, o = _tanh_fast(g[:, 2 * H:3 * H]), _sigmoid_fast(g[:, 3 * H:])
             c_new = f * c + i * gg
-            h_new = o * _tanh(c_new)
+            h_new = o * _tanh_fast(c_new)
             c = np.where(act[:, None], c_new, c)
         elif cell == "gru":
             s = xs[:, :2 * H] + a[:, :2 * H] + b_ih[:2 * H] + b_hh[:2 * H]
-            r, z = _sigmoid(s[:, :H]), _sigmoid(s[:, H:])
-            n = _tanh(xs[:, 2 * H:] + b_ih[2 * H:] + r * (a[:, 2 * H:] + b_hh[2 * H:]))
+            r, z = _sigmoid_fast(s[:, :H]), _sigmoid_fast(s[:, H:])
+            n = _tanh_fast(xs[:, 2 * H:] + b_ih[2 * H:] + r * (a[:, 2 * H:] + b_hh[2 * H:]))
             h_new = n + z * (h - n)
         else:
             pre = xs + a + b_ih + b_hh
