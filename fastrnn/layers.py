@@ -407,8 +407,8 @@ class _Recurrent:
         in bfloat16 on CPUs with AVX512_BF16: the weights and, as the left operand of
         each product, the inputs and the previous h are rounded to bf16 (nearest even);
         the products accumulate in float32, and the bias adds, gate math, cell state
-        and h stay float32 (LSTM and GRU activations by cheaper formulas, errors of a
-        few 1e-6). Elsewhere (or with FASTRNN_NO_BF16=1 / FASTRNN_PORTABLE=1)
+        and h stay float32 (the activations by cheaper formulas, errors of a few
+        1e-6). Elsewhere (or with FASTRNN_NO_BF16=1 / FASTRNN_PORTABLE=1)
         it runs float32, with a RuntimeWarning once per process. See README
         "bfloat16 inference"."""
         if (lengths is None and h0 is None and c0 is None and not training

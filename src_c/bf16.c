@@ -354,7 +354,7 @@ static FR_BF16 void fr_bchunk_avx512bf16(const fr_dims *d, int j, float *w, floa
             fr_bgemm_avx512bf16(nact, GH, Hp, hb, Hp, pk_hh, a, GH);
             const float *xps = xp + (size_t)s * nb * GH;
             switch (cell) {
-            case FR_LSTM:       /* fast: the cheaper activations (vmath.c) */
+            case FR_LSTM:       /* the cheaper activations (vmath.c) */
                 if (fr_avx512)
                     fr_lstm_rows_forward_avx512(nact, H, xps, a, b_ih, b_hh, h, H, cs, NULL, 1);
                 else
@@ -367,7 +367,11 @@ static FR_BF16 void fr_bchunk_avx512bf16(const fr_dims *d, int j, float *w, floa
                     gru_rows_forward_f32(nact, H, xps, a, b_ih, b_hh, h, H, NULL);
                 break;
             default:
-                rnn_rows_forward_f32(nact, H, cell == FR_RNN_RELU, xps, a, b_ih, b_hh, h, H);
+                if (fr_avx512)
+                    fr_rnn_rows_forward_fast_avx512(nact, H, cell == FR_RNN_RELU, xps, a, b_ih,
+                                                    b_hh, h, H);
+                else
+                    rnn_rows_forward_f32(nact, H, cell == FR_RNN_RELU, xps, a, b_ih, b_hh, h, H);
             }
             if (out)
                 for (int r = 0; r < nact; r++)

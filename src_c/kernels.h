@@ -61,6 +61,10 @@ void fr_lstm_rows_forward_avx512(int n, int H, const float *xp, const float *a,
 void fr_gru_rows_forward_avx512(int n, int H, const float *xp, const float *a,
                                 const float *b_ih, const float *b_hh, float *h, int ldh,
                                 float *store, int fast);
+/* rnn.c's forward rows with fast's cheaper tanh, for bf16 inference (vmath.c) */
+void fr_rnn_rows_forward_fast_avx512(int n, int H, int relu, const float *xp,
+                                     const float *a, const float *b_ih, const float *b_hh,
+                                     float *h, int ldh);
 /* lstm.c's float32 backward rows, fused (vmath.c); only when fr_avx512. */
 void fr_lstm_rows_backward_avx512(int n, int H, const float *store, const float *c_prev,
                                   const float *c_t, float *dh, float *dc, float *dgh,

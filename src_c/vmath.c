@@ -250,6 +250,24 @@ FR_AVX512 void fr_gru_rows_forward_avx512(int n, int H, const float *xp, const f
         fr_gru_rows_body(n, H, xp, a, b_ih, b_hh, h, ldh, store, 0);
 }
 
+/* The RNN forward step of n rows for bf16 inference: h = act(x + a + b_ih + b_hh) with
+   the cheaper tanh (or relu), in one pass (the float32 path keeps rnn.c's). */
+FR_AVX512 void fr_rnn_rows_forward_fast_avx512(int n, int H, int relu, const float *xp,
+                                               const float *a, const float *b_ih,
+                                               const float *b_hh, float *h, int ldh)
+{
+    for (int r = 0; r < n; r++) {
+        const float *xr = xp ? xp + (size_t)r * H : NULL, *ar = a + (size_t)r * H;
+        float *hr = h + (size_t)r * ldh;
+        for (int j = 0; j < H; j += 16) {
+            const __mmask16 m = H - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (H - j)) - 1u);
+            const __m512 pre = fr_sum4_avx512(xr, ar, b_ih, b_hh, j, m);
+            _mm512_mask_storeu_ps(hr + j, m, relu ? _mm512_max_ps(pre, _mm512_setzero_ps())
+                                                  : fr_tanh_fast16_avx512(pre));
+        }
+    }
+}
+
 /* The LSTM backward step of n rows in one pass per 16 units, everything in registers
    (lstm.c makes a pass for tanh(c) and one for the gradients, and copies dG for dgi;
    this cut an M training step by 10%). Same formulas as lstm.c. */
@@ -317,6 +335,13 @@ void fr_gru_rows_forward_avx512(int n, int H, const float *xp, const float *a,
 {
     (void)n; (void)H; (void)xp; (void)a; (void)b_ih; (void)b_hh; (void)h; (void)ldh;
     (void)store; (void)fast;
+}
+void fr_rnn_rows_forward_fast_avx512(int n, int H, int relu, const float *xp,
+                                     const float *a, const float *b_ih, const float *b_hh,
+                                     float *h, int ldh)
+{
+    (void)n; (void)H; (void)relu; (void)xp; (void)a; (void)b_ih; (void)b_hh; (void)h;
+    (void)ldh;
 }
 void fr_sigmoid_avx512(float *x, int n) { (void)x; (void)n; }
 void fr_tanh_avx512(float *x, int n) { (void)x; (void)n; }

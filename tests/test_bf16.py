@@ -6,8 +6,8 @@ bf16 exactly as specified (round to nearest even) and accumulates each product i
 float32 in vdpbf16ps' order (per pair of k: the odd element's product, then the even
 one's; products of two bf16 values are exact in float32), so the kernel is checked
 BITWISE and the layers to a few float32 ulps - far tighter than bf16 against float32
-(~1e-3). The LSTM and GRU activations are the bf16 mode's cheaper formulas, computed
-here in numpy float32 (_sigmoid_fast, _tanh_fast); the RNN's tanh is numpy's.
+(~1e-3). The activations are the bf16 mode's cheaper formulas, computed here in numpy
+float32 (_sigmoid_fast, _tanh_fast).
 Tests that need the CPU feature skip, naming it, when it is absent; the fallback runs in
 a subprocess with FASTRNN_NO_BF16=1 on any machine.
 """
@@ -134,7 +134,7 @@ def ref_direction(cell, x, lengths, w_ih, w_hh, b_ih, b_hh, reverse):
             h_new = n + z * (h - n)
         else:
             pre = xs + a + b_ih + b_hh
-            h_new = _tanh(pre) if cell == "rnn_tanh" else np.maximum(pre, np.float32(0))
+            h_new = _tanh_fast(pre) if cell == "rnn_tanh" else np.maximum(pre, np.float32(0))
         h = np.where(act[:, None], h_new, h)
         out[rows[act], t[act]] = h_new[act]
     return out, h, c
