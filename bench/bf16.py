@@ -162,6 +162,8 @@ def main(argv=None):
     print(f"# fastrnn {fastrnn.__version__}: bf16 {'on' if on else 'OFF'} ({why}); "
           f"{args.threads} thread(s); median of {args.rounds} interleaved rounds "
           f"(shared machine); {'CPU' if args.clock == 'cpu' else 'wall-clock'} time")
+    print(f"# fastrnn imported from {os.path.dirname(fastrnn.__file__)} (the installed "
+          f"package unless PYTHONPATH names a tree built in place)")
     for size in args.sizes:
         B, T, I, H, L = SIZES[size]
         print(f"# size {size}: batch {B}, {T} steps, {I} inputs, hidden {H}, {L} layer(s)")

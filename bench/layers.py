@@ -465,6 +465,9 @@ def contenders(wanted):
 
 def run(args):
     names = contenders(args.contenders)
+    import fastrnn
+    print(f"# fastrnn imported from {os.path.dirname(fastrnn.__file__)} (the installed "
+          f"package unless PYTHONPATH names a tree built in place)")
     results = []
     for threads in args.threads:
         rate = sgemm_rate(threads, n=args.sgemm_n)
