@@ -171,6 +171,16 @@ static inline FR_AVX512 __m512 fr_sum4_avx512(const float *xp, const float *a, c
                          fr_load_part_avx512(bh + j, m));
 }
 
+/* four values of a row of n units at p, p + n, p + 2n, p + 3n (lanes of m) */
+static inline FR_AVX512 void fr_store4_avx512(float *p, int n, __mmask16 m, __m512 v0,
+                                              __m512 v1, __m512 v2, __m512 v3)
+{
+    _mm512_mask_storeu_ps(p, m, v0);
+    _mm512_mask_storeu_ps(p + n, m, v1);
+    _mm512_mask_storeu_ps(p + 2 * n, m, v2);
+    _mm512_mask_storeu_ps(p + 3 * n, m, v3);
+}
+
 static inline __attribute__((always_inline)) FR_AVX512 void
 fr_lstm_rows_body(int n, int H, const float *xp, const float *a, const float *b_ih,
                   const float *b_hh, float *h, int ldh, float *c, float *store, const int fast)
@@ -189,12 +199,7 @@ fr_lstm_rows_body(int n, int H, const float *xp, const float *a, const float *b_
             const __m512 cn = _mm512_fmadd_ps(f, fr_load_part_avx512(cr + j, m), _mm512_mul_ps(i, g));
             _mm512_mask_storeu_ps(cr + j, m, cn);
             _mm512_mask_storeu_ps(hr + j, m, _mm512_mul_ps(fr_th16(cn, fast), o));
-            if (st) {
-                _mm512_mask_storeu_ps(st + j, m, i);
-                _mm512_mask_storeu_ps(st + H + j, m, f);
-                _mm512_mask_storeu_ps(st + 2 * H + j, m, g);
-                _mm512_mask_storeu_ps(st + 3 * H + j, m, o);
-            }
+            if (st) fr_store4_avx512(st + j, H, m, i, f, g, o);
         }
     }
 }
@@ -230,12 +235,7 @@ fr_gru_rows_body(int n, int H, const float *xp, const float *a, const float *b_i
             /* h' = n + z (h - n) */
             const __m512 hp = fr_load_part_avx512(hr + j, m);
             _mm512_mask_storeu_ps(hr + j, m, _mm512_fmadd_ps(zg, _mm512_sub_ps(hp, ng), ng));
-            if (st) {
-                _mm512_mask_storeu_ps(st + j, m, rg);
-                _mm512_mask_storeu_ps(st + H + j, m, zg);
-                _mm512_mask_storeu_ps(st + 2 * H + j, m, ng);
-                _mm512_mask_storeu_ps(st + 3 * H + j, m, hn);
-            }
+            if (st) fr_store4_avx512(st + j, H, m, rg, zg, ng, hn);
         }
     }
 }
@@ -298,16 +298,8 @@ FR_AVX512 void fr_lstm_rows_backward_avx512(int n, int H, const float *store,
             const __m512 dg = _mm512_mul_ps(_mm512_mul_ps(dct, i), _mm512_fnmadd_ps(gg, gg, one));
             const __m512 dout = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(d, t), o),
                                               _mm512_sub_ps(one, o));
-            _mm512_mask_storeu_ps(g + j, m, di);
-            _mm512_mask_storeu_ps(g + H + j, m, df);
-            _mm512_mask_storeu_ps(g + 2 * H + j, m, dg);
-            _mm512_mask_storeu_ps(g + 3 * H + j, m, dout);
-            if (gi) {
-                _mm512_mask_storeu_ps(gi + j, m, di);
-                _mm512_mask_storeu_ps(gi + H + j, m, df);
-                _mm512_mask_storeu_ps(gi + 2 * H + j, m, dg);
-                _mm512_mask_storeu_ps(gi + 3 * H + j, m, dout);
-            }
+            fr_store4_avx512(g + j, H, m, di, df, dg, dout);
+            if (gi) fr_store4_avx512(gi + j, H, m, di, df, dg, dout);
             _mm512_mask_storeu_ps(dcr + j, m, _mm512_mul_ps(dct, f));
             _mm512_mask_storeu_ps(dhr + j, m, _mm512_setzero_ps());
         }
