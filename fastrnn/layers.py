@@ -773,7 +773,8 @@ class _Recurrent:
         state = self.__dict__.copy()
         state.pop("_ws", None)
         state.pop("_train_bufs", None)
-        state.pop("_zeros", None)
+        for name in ("_zeros", "_plain", "_plan_cache", "_sized"):   # per process
+            state.pop(name, None)
         state["_cache"] = None
         return state
 

@@ -441,6 +441,21 @@ def test_plain_inference_path_matches_full_path(cell, nl, dtype, monkeypatch):
     assert np.array_equal(fwd(layer, cell, Xs)[0], want[0])
 
 
+def test_pickle_drops_per_process_caches():
+    """What forward keeps per shape (workspace sizes depend on the machine's CPU paths)
+    is not pickled; the unpickled layer computes the same."""
+    import pickle
+    layer = make_layer("lstm", "tanh", 3, 20, dtype=np.float32, random_state=1)
+    X = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
+    want = layer.forward(X)[0]
+    layer._train_forward(X, np.full(2, 5, np.int32), None)
+    assert {"_plain", "_plan_cache", "_sized"} <= set(layer.__dict__)
+    state = layer.__getstate__()
+    assert not {"_plain", "_plan_cache", "_sized", "_zeros"} & set(state)
+    again = pickle.loads(pickle.dumps(layer))
+    assert np.array_equal(again.forward(X)[0], want)
+
+
 def test_all_finite():
     for dt in (np.float32, np.float64):
         x = np.random.default_rng(0).standard_normal(1001).astype(dt)
