@@ -470,6 +470,57 @@ def store_width(str cell, int hidden):
 # ---------------------------------------------------------------- calls
 
 
+cdef struct _fwd_ptrs:
+    char *out
+    void *h_n
+    void *c_n
+    const void *x
+    const int *lengths
+    const void *h0
+    const void *c0
+    const void *w_ih
+    const void *w_hh
+    const void *b_ih
+    const void *b_hh
+
+
+cdef fr_dims _forward_args(_fwd_ptrs *p, str cell, bint reverse, int n_threads, int chunk,
+                           int tn, out, Py_ssize_t col, h_n, c_n, x, lengths, h0, c0,
+                           w_ih, w_hh, b_ih, b_hh, bint batch_first) except *:
+    """The dims of a forward call and the addresses of the buffers forward and
+    forward_bf16 share, each checked for dtype, contiguity, writability and size
+    (and the lengths for their range) before C sees them."""
+    if batch_first:
+        B, T, I = x.shape
+    else:
+        T, B, I = x.shape
+    H = h0.shape[1]
+    ld = out.shape[2] if out is not None else H
+    cdef fr_dims d = _dims(cell, B, T, I, H, reverse, n_threads, chunk, ld, batch_first)
+    cdef bint lstm = d.cell == 0
+    cdef int G = fr_gates(d.cell)
+    cdef Py_ssize_t TB = <Py_ssize_t>T * B
+    if out is not None and (col < 0 or col + H > ld):
+        raise ValueError("fastrnn core: column offset out of range")
+    p.out = <char*>_ptr(out, 'out', tn, TB * ld, True, True)
+    if p.out != NULL:
+        p.out += col * (4 if tn == cnp.NPY_FLOAT32 else 8)
+    p.h_n = _ptr(h_n, 'h_n', tn, B * H, True)
+    p.c_n = _ptr(c_n, 'c_n', tn, B * H, True, not lstm)
+    p.x = _ptr(x, 'x', tn, TB * I, False)
+    p.lengths = <int*>_ptr(lengths, 'lengths', cnp.NPY_INT32, B, False)
+    p.h0 = _ptr(h0, 'h0', tn, B * H, False)
+    p.c0 = _ptr(c0, 'c0', tn, B * H, False, not lstm)
+    p.w_ih = _ptr(w_ih, 'w_ih', tn, G * H * I, False)
+    p.w_hh = _ptr(w_hh, 'w_hh', tn, G * H * H, False)
+    p.b_ih = _ptr(b_ih, 'b_ih', tn, G * H, False)
+    p.b_hh = _ptr(b_hh, 'b_hh', tn, G * H, False)
+    if lstm and (p.c_n == NULL or p.c0 == NULL):
+        raise ValueError("fastrnn core: missing LSTM cell-state buffers")
+    _check_lengths_in(p.lengths, B, T)
+    return d
+
+
 def forward(str cell, bint reverse, int n_threads, int chunk,
             out, Py_ssize_t col, h_n, c_n, h_all, c_all, store,
             x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, ws, bint batch_first=False,
@@ -479,44 +530,25 @@ def forward(str cell, bint reverse, int n_threads, int chunk,
     buffers h_all, c_all, store are None for inference. wcache: float32 inference only,
     the layer-direction's packed-weight cache (weight_cache_size(...) float32 elements,
     zeroed when made, one per calling thread), or None."""
-    if batch_first:
-        B, T, I = x.shape
-    else:
-        T, B, I = x.shape
-    H = h0.shape[1]
-    ld = out.shape[2] if out is not None else H
-    dtype = x.dtype
-    cdef int tn = _typenum_of(dtype)
-    cdef fr_dims d = _dims(cell, B, T, I, H, reverse, n_threads, chunk, ld, batch_first)
+    cdef int tn = _typenum_of(x.dtype)
+    cdef _fwd_ptrs p
+    cdef fr_dims d = _forward_args(&p, cell, reverse, n_threads, chunk, tn, out, col, h_n,
+                                   c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                                   batch_first)
     cdef bint lstm = d.cell == 0
-    cdef int G = fr_gates(d.cell), S = fr_store_width(d.cell, H)
+    cdef int B = d.batch, T = d.steps, H = d.hidden
+    cdef int S = fr_store_width(d.cell, H)
     cdef Py_ssize_t TB = <Py_ssize_t>T * B
-    if out is not None and (col < 0 or col + H > ld):
-        raise ValueError("fastrnn core: column offset out of range")
-    cdef char *po = <char*>_ptr(out, 'out', tn, TB * ld, True, True)
-    if po != NULL:
-        po += col * (4 if tn == cnp.NPY_FLOAT32 else 8)
-    cdef void *ph_n = _ptr(h_n, 'h_n', tn, B * H, True)
-    cdef void *pc_n = _ptr(c_n, 'c_n', tn, B * H, True, not lstm)
     cdef bint training = h_all is not None
     cdef void *ph_all = _ptr(h_all, 'h_all', tn, (T + 1) * B * H, True, True)
     cdef void *pc_all = _ptr(c_all, 'c_all', tn, (T + 1) * B * H, True, not (lstm and training))
     cdef void *pst = _ptr(store, 'store', tn, TB * S, True, not (training and S > 0))
-    cdef void *px = _ptr(x, 'x', tn, TB * I, False)
-    cdef int *plen = <int*>_ptr(lengths, 'lengths', cnp.NPY_INT32, B, False)
-    cdef void *ph0 = _ptr(h0, 'h0', tn, B * H, False)
-    cdef void *pc0 = _ptr(c0, 'c0', tn, B * H, False, not lstm)
-    cdef void *pwi = _ptr(w_ih, 'w_ih', tn, G * H * I, False)
-    cdef void *pwh = _ptr(w_hh, 'w_hh', tn, G * H * H, False)
-    cdef void *pbi = _ptr(b_ih, 'b_ih', tn, G * H, False)
-    cdef void *pbh = _ptr(b_hh, 'b_hh', tn, G * H, False)
     cdef size_t need = fr_forward_workspace(&d)
     if need == 0:
         raise MemoryError("fastrnn core: workspace size overflows")
     cdef void *pws = _ptr(ws, 'ws', tn, need, True)
-    if (lstm and (pc_n == NULL or pc0 == NULL)) or (training and S > 0 and pst == NULL):
-        raise ValueError("fastrnn core: missing LSTM cell-state or training buffers")
-    _check_lengths_in(plen, B, T)
+    if training and S > 0 and pst == NULL:
+        raise ValueError("fastrnn core: missing training buffers")
     cdef void *pwc = NULL
     if wcache is not None:
         if tn != cnp.NPY_FLOAT32 or training:
@@ -526,26 +558,26 @@ def forward(str cell, bint reverse, int n_threads, int chunk,
     _blas_hold_one()          # no exception can come between this and the restore
     if pwc != NULL:
         with nogil:
-            rc = fr_forward_cached_f32(&d, <float*>po, <float*>ph_n, <float*>pc_n,
-                                       <const float*>px, plen, <const float*>ph0,
-                                       <const float*>pc0, <const float*>pwi,
-                                       <const float*>pwh, <const float*>pbi,
-                                       <const float*>pbh, <float*>pws, <float*>pwc,
+            rc = fr_forward_cached_f32(&d, <float*>p.out, <float*>p.h_n, <float*>p.c_n,
+                                       <const float*>p.x, p.lengths, <const float*>p.h0,
+                                       <const float*>p.c0, <const float*>p.w_ih,
+                                       <const float*>p.w_hh, <const float*>p.b_ih,
+                                       <const float*>p.b_hh, <float*>pws, <float*>pwc,
                                        <fr_sgemm_t>sgemm)
     elif tn == cnp.NPY_FLOAT32:
         with nogil:
-            rc = fr_forward_f32(&d, <float*>po, <float*>ph_n, <float*>pc_n, <float*>ph_all,
-                                <float*>pc_all, <float*>pst, <const float*>px, plen,
-                                <const float*>ph0, <const float*>pc0, <const float*>pwi,
-                                <const float*>pwh, <const float*>pbi, <const float*>pbh,
+            rc = fr_forward_f32(&d, <float*>p.out, <float*>p.h_n, <float*>p.c_n, <float*>ph_all,
+                                <float*>pc_all, <float*>pst, <const float*>p.x, p.lengths,
+                                <const float*>p.h0, <const float*>p.c0, <const float*>p.w_ih,
+                                <const float*>p.w_hh, <const float*>p.b_ih, <const float*>p.b_hh,
                                 <float*>pws, <fr_sgemm_t>sgemm)
     else:
         with nogil:
-            rc = fr_forward_f64(&d, <double*>po, <double*>ph_n, <double*>pc_n,
+            rc = fr_forward_f64(&d, <double*>p.out, <double*>p.h_n, <double*>p.c_n,
                                 <double*>ph_all, <double*>pc_all, <double*>pst,
-                                <const double*>px, plen, <const double*>ph0,
-                                <const double*>pc0, <const double*>pwi, <const double*>pwh,
-                                <const double*>pbi, <const double*>pbh, <double*>pws,
+                                <const double*>p.x, p.lengths, <const double*>p.h0,
+                                <const double*>p.c0, <const double*>p.w_ih, <const double*>p.w_hh,
+                                <const double*>p.b_ih, <const double*>p.b_hh, <double*>pws,
                                 <fr_dgemm_t>dgemm)
     _blas_restore()
     if rc != 0:
@@ -1315,46 +1347,21 @@ def forward_bf16(str cell, bint reverse, int n_threads, int chunk, out, Py_ssize
     buffers only, no training buffers). Needs bf16_available()."""
     if not fr_bf16_available():
         raise RuntimeError("fastrnn core: bf16 inference is not available on this CPU/setup")
-    if batch_first:
-        B, T, I = x.shape
-    else:
-        T, B, I = x.shape
-    H = h0.shape[1]
-    ld = out.shape[2] if out is not None else H
-    cdef int tn = cnp.NPY_FLOAT32
-    cdef fr_dims d = _dims(cell, B, T, I, H, reverse, n_threads, chunk, ld, batch_first)
-    cdef bint lstm = d.cell == 0
-    cdef int G = fr_gates(d.cell)
-    cdef Py_ssize_t TB = <Py_ssize_t>T * B
-    if out is not None and (col < 0 or col + H > ld):
-        raise ValueError("fastrnn core: column offset out of range")
-    cdef char *po = <char*>_ptr(out, 'out', tn, TB * ld, True, True)
-    if po != NULL:
-        po += col * 4
-    cdef void *ph_n = _ptr(h_n, 'h_n', tn, B * H, True)
-    cdef void *pc_n = _ptr(c_n, 'c_n', tn, B * H, True, not lstm)
-    cdef void *px = _ptr(x, 'x', tn, TB * I, False)
-    cdef int *plen = <int*>_ptr(lengths, 'lengths', cnp.NPY_INT32, B, False)
-    cdef void *ph0 = _ptr(h0, 'h0', tn, B * H, False)
-    cdef void *pc0 = _ptr(c0, 'c0', tn, B * H, False, not lstm)
-    cdef void *pwi = _ptr(w_ih, 'w_ih', tn, G * H * I, False)
-    cdef void *pwh = _ptr(w_hh, 'w_hh', tn, G * H * H, False)
-    cdef void *pbi = _ptr(b_ih, 'b_ih', tn, G * H, False)
-    cdef void *pbh = _ptr(b_hh, 'b_hh', tn, G * H, False)
+    cdef _fwd_ptrs p
+    cdef fr_dims d = _forward_args(&p, cell, reverse, n_threads, chunk, cnp.NPY_FLOAT32, out,
+                                   col, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                                   batch_first)
     cdef size_t need = fr_bf16_workspace(&d)
     if need == 0:
         raise MemoryError("fastrnn core: workspace size overflows")
-    cdef void *pws = _ptr(ws, 'ws', tn, need, True)
-    if lstm and (pc_n == NULL or pc0 == NULL):
-        raise ValueError("fastrnn core: missing LSTM cell-state buffers")
-    _check_lengths_in(plen, B, T)
+    cdef void *pws = _ptr(ws, 'ws', cnp.NPY_FLOAT32, need, True)
     cdef int rc
     with nogil:
-        rc = fr_forward_bf16_avx512bf16(&d, <float*>po, <float*>ph_n, <float*>pc_n,
-                                        <const float*>px, plen, <const float*>ph0,
-                                        <const float*>pc0, <const float*>pwi,
-                                        <const float*>pwh, <const float*>pbi,
-                                        <const float*>pbh, <float*>pws)
+        rc = fr_forward_bf16_avx512bf16(&d, <float*>p.out, <float*>p.h_n, <float*>p.c_n,
+                                        <const float*>p.x, p.lengths, <const float*>p.h0,
+                                        <const float*>p.c0, <const float*>p.w_ih,
+                                        <const float*>p.w_hh, <const float*>p.b_ih,
+                                        <const float*>p.b_hh, <float*>pws)
     if rc != 0:
         raise ValueError("fastrnn core: invalid sizes or lengths")
 

@@ -24,7 +24,7 @@ import pytest
 import fastrnn
 from fastrnn import (GRUClassifier, GRURegressor, LSTMClassifier, LSTMRegressor,
                      RNNClassifier, RNNRegressor)
-from fastrnn import _memory, estimators, layers
+from fastrnn import _core, _memory, estimators, layers
 from fastrnn.exceptions import ModelFileError
 from fastrnn.layers import GRU, LSTM, RNN
 
@@ -1596,3 +1596,54 @@ def test_property_stream_in_random_step_sizes_equals_predict(cls, dtype, B, T, c
     first = stream.step(X[:, 0])
     want = np.stack(full)[:, 0] if cls._per_step else np.stack(_outputs_of(m, X[:, :1]))
     np.testing.assert_allclose(first, want, **tol)
+
+
+@pytest.mark.parametrize("entry", ["forward", "forward_bf16"])
+def test_core_forward_refuses_bad_buffers(entry):
+    """The core's forward entries (one shared check of their common buffers) refuse, with
+    a ValueError/TypeError naming the buffer, anything C would read or write out of
+    bounds: short, mistyped, non-contiguous or read-only arrays, lengths out of range,
+    a column offset past the output, a missing LSTM cell state."""
+    if entry == "forward_bf16" and not _core.bf16_available():
+        pytest.skip("forward_bf16 needs a CPU with AVX512_BF16")
+    B, T, I, H = 3, 4, 2, 5
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+
+    def good():
+        return dict(out=np.zeros((B, T, H), f32), col=0, h_n=np.zeros((B, H), f32),
+                    c_n=np.zeros((B, H), f32), x=rng.standard_normal((B, T, I)).astype(f32),
+                    lengths=np.full(B, T, np.int32), h0=np.zeros((B, H), f32),
+                    c0=np.zeros((B, H), f32), w_ih=np.zeros((4 * H, I), f32),
+                    w_hh=np.zeros((4 * H, H), f32), b_ih=np.zeros(4 * H, f32),
+                    b_hh=np.zeros(4 * H, f32))
+
+    def call(a):
+        if entry == "forward":
+            ws = np.zeros(_core.workspace_sizes("lstm", B, T, I, H, False, 1, B, True)[0], f32)
+            return _core.forward("lstm", False, 1, B, a["out"], a["col"], a["h_n"], a["c_n"],
+                                 None, None, None, a["x"], a["lengths"], a["h0"], a["c0"],
+                                 a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], ws, True)
+        ws = np.zeros(_core.bf16_workspace_size("lstm", B, T, I, H, False, 1, B, True), f32)
+        return _core.forward_bf16("lstm", False, 1, B, a["out"], a["col"], a["h_n"], a["c_n"],
+                                  a["x"], a["lengths"], a["h0"], a["c0"], a["w_ih"],
+                                  a["w_hh"], a["b_ih"], a["b_hh"], ws, True)
+
+    call(good())                                     # the good call runs
+    ro = np.zeros((B, H), f32)
+    ro.flags.writeable = False
+    bad = [("h_n", np.zeros((B, H - 1), f32), ValueError, "h_n has"),
+           ("w_hh", np.zeros((4 * H, H - 1), f32), ValueError, "w_hh has"),
+           ("b_ih", np.zeros(4 * H, np.float64), TypeError, "b_ih has dtype"),
+           ("x", np.asfortranarray(rng.standard_normal((B, T, I)).astype(f32)), ValueError,
+            "x must be C-contiguous"),
+           ("h_n", ro, ValueError, "h_n must be writable"),
+           ("lengths", np.array([T, T + 1, 1], np.int32), ValueError, "lengths must lie"),
+           ("lengths", np.array([T, 0, 1], np.int32), ValueError, "lengths must lie"),
+           ("col", 1, ValueError, "column offset"),
+           ("c0", None, ValueError, "c0 is required")]
+    for name, value, exc, msg in bad:
+        a = good()
+        a[name] = value
+        with pytest.raises(exc, match=msg):
+            call(a)
