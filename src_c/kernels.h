@@ -50,9 +50,6 @@ void fr_gemm_tn(int m, int n, int K, const float *a, int lda, const float *b, in
 /* float32 sigmoid / tanh in place over n floats (vmath.c); only when fr_avx512. */
 void fr_sigmoid_avx512(float *x, int n);
 void fr_tanh_avx512(float *x, int n);
-/* the same over `len` floats of each of `rows` rows `stride` floats apart */
-void fr_sigmoid_avx512_rows(float *x, int len, int rows, size_t stride);
-void fr_tanh_avx512_rows(float *x, int len, int rows, size_t stride);
 /* lstm.c's / gru.c's float32 forward rows, fused (vmath.c); only when fr_avx512. fast:
    bf16 inference's cheaper activations (errors of a few 1e-6; see vmath.c). */
 void fr_lstm_rows_forward_avx512(int n, int H, const float *xp, const float *a,

@@ -58,7 +58,6 @@ FR(lstm_step_backward)(int H, const real *restrict store, const real *restrict c
     if (dgi) memcpy(dgi, dgh, sizeof(real) * 4 * H);   /* still in L1 */
 }
 
-
 /* n rows per call: one call per step and chunk, the row loop inside the AVX-512 clone */
 FR_CLONES void FR(lstm_rows_forward)(int n, int H, const real *xp, real *a, const real *b_ih,
                                      const real *b_hh, real *h, int ldh, real *c, real *store)

@@ -80,23 +80,17 @@ static inline FR_AVX512 __m512 fr_tanh16_avx512(__m512 x)
     return _mm512_mask_blend_ps(lo, big, small);
 }
 
-/* name(x, n): n floats in place; name_rows(x, len, rows, stride): len floats of each of
-   `rows` rows `stride` apart, in one call (the constants stay in registers across rows:
-   per-row calls cost as much as the work with a hidden size of 32) */
+/* name(x, n): n floats in place */
 #define FR_ARRAY_FN(name, fn16)                                                      \
-    FR_AVX512 void name##_rows(float *x, int len, int rows, size_t stride)          \
+    FR_AVX512 void name(float *x, int n)                                             \
     {                                                                                \
-        const __mmask16 m = (__mmask16)((1u << (len & 15)) - 1u);                    \
-        for (int r = 0; r < rows; r++) {                                             \
-            float *xr = x + (size_t)r * stride;                                      \
-            int j = 0;                                                               \
-            for (; j + 16 <= len; j += 16)                                           \
-                _mm512_storeu_ps(xr + j, fn16(_mm512_loadu_ps(xr + j)));             \
-            if (j < len)                                                             \
-                _mm512_mask_storeu_ps(xr + j, m, fn16(_mm512_maskz_loadu_ps(m, xr + j))); \
-        }                                                                            \
-    }                                                                                \
-    FR_AVX512 void name(float *x, int n) { name##_rows(x, n, 1, 0); }
+        const __mmask16 m = (__mmask16)((1u << (n & 15)) - 1u);                      \
+        int j = 0;                                                                   \
+        for (; j + 16 <= n; j += 16)                                                 \
+            _mm512_storeu_ps(x + j, fn16(_mm512_loadu_ps(x + j)));                   \
+        if (j < n)                                                                   \
+            _mm512_mask_storeu_ps(x + j, m, fn16(_mm512_maskz_loadu_ps(m, x + j)));  \
+    }
 FR_ARRAY_FN(fr_sigmoid_avx512, fr_sigmoid16_avx512)
 FR_ARRAY_FN(fr_tanh_avx512, fr_tanh16_avx512)
 
@@ -337,12 +331,4 @@ void fr_rnn_rows_forward_fast_avx512(int n, int H, int relu, const float *xp,
 }
 void fr_sigmoid_avx512(float *x, int n) { (void)x; (void)n; }
 void fr_tanh_avx512(float *x, int n) { (void)x; (void)n; }
-void fr_sigmoid_avx512_rows(float *x, int len, int rows, size_t stride)
-{
-    (void)x; (void)len; (void)rows; (void)stride;
-}
-void fr_tanh_avx512_rows(float *x, int len, int rows, size_t stride)
-{
-    (void)x; (void)len; (void)rows; (void)stride;
-}
 #endif
