@@ -94,6 +94,12 @@ static inline FR_AVX512 __m512 fr_tanh16_avx512(__m512 x)
 FR_ARRAY_FN(fr_sigmoid_avx512, fr_sigmoid16_avx512)
 FR_ARRAY_FN(fr_tanh_avx512, fr_tanh16_avx512)
 
+/* the lanes of the 16-unit block that holds the last `left` units (all 16 if more) */
+static inline __mmask16 fr_lanes16(int left)
+{
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+}
+
 static inline FR_AVX512 __m512 fr_load_part_avx512(const float *p, __mmask16 m)
 {
     return _mm512_maskz_loadu_ps(m, p);
@@ -185,7 +191,7 @@ fr_lstm_rows_body(int n, int H, const float *xp, const float *a, const float *b_
         float *hr = h + (size_t)r * ldh, *cr = c + (size_t)r * H;
         float *st = store ? store + (size_t)r * GH : NULL;
         for (int j = 0; j < H; j += 16) {
-            const __mmask16 m = H - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (H - j)) - 1u);
+            const __mmask16 m = fr_lanes16(H - j);
             const __m512 i = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, j, m), fast);
             const __m512 f = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, H + j, m), fast);
             const __m512 g = fr_th16(fr_sum4_avx512(xr, ar, b_ih, b_hh, 2 * H + j, m), fast);
@@ -218,7 +224,7 @@ fr_gru_rows_body(int n, int H, const float *xp, const float *a, const float *b_i
         float *hr = h + (size_t)r * ldh;
         float *st = store ? store + (size_t)r * 4 * H : NULL;
         for (int j = 0; j < H; j += 16) {
-            const __mmask16 m = H - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (H - j)) - 1u);
+            const __mmask16 m = fr_lanes16(H - j);
             const __m512 rg = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, j, m), fast);
             const __m512 zg = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, H + j, m), fast);
             const __m512 hn = _mm512_add_ps(fr_load_part_avx512(ar + 2 * H + j, m),
@@ -254,7 +260,7 @@ FR_AVX512 void fr_rnn_rows_forward_fast_avx512(int n, int H, int relu, const flo
         const float *xr = xp ? xp + (size_t)r * H : NULL, *ar = a + (size_t)r * H;
         float *hr = h + (size_t)r * ldh;
         for (int j = 0; j < H; j += 16) {
-            const __mmask16 m = H - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (H - j)) - 1u);
+            const __mmask16 m = fr_lanes16(H - j);
             const __m512 pre = fr_sum4_avx512(xr, ar, b_ih, b_hh, j, m);
             _mm512_mask_storeu_ps(hr + j, m, relu ? _mm512_max_ps(pre, _mm512_setzero_ps())
                                                   : fr_tanh_fast16_avx512(pre));
@@ -277,7 +283,7 @@ FR_AVX512 void fr_lstm_rows_backward_avx512(int n, int H, const float *store,
         float *dhr = dh + (size_t)r * H, *dcr = dc + (size_t)r * H, *g = dgh + (size_t)r * GH;
         float *gi = dgi_rows ? dgi_rows[r] : NULL;
         for (int j = 0; j < H; j += 16) {
-            const __mmask16 m = H - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (H - j)) - 1u);
+            const __mmask16 m = fr_lanes16(H - j);
             const __m512 i = fr_load_part_avx512(st + j, m), f = fr_load_part_avx512(st + H + j, m);
             const __m512 gg = fr_load_part_avx512(st + 2 * H + j, m), o = fr_load_part_avx512(st + 3 * H + j, m);
             const __m512 t = fr_tanh16_avx512(fr_load_part_avx512(ct + j, m));
