@@ -108,9 +108,9 @@ static inline FR_AVX512 __m512 fr_load_part_avx512(const float *p, __mmask16 m)
 /* bf16 inference's activations (the fused steps below with fast = 1): 2^t by a degree-4
    polynomial (near-minimax on [-1/2, 1/2] with p(0) = 1, relative error 2.9e-6) instead
    of Cephes' degree 7, and tanh as 1 - 2/(e^2|x| + 1) everywhere (absolute error ~1e-7
-   near 0, no second polynomial; tanh(0) = 0 exactly). Errors of a few 1e-6 against bf16 products' ~1e-3; the gate
-   math was 26% of an M-size bf16 LSTM call. tests/test_bf16.py's reference computes
-   the same formulas in numpy. */
+   near 0, no second polynomial; tanh(0) = 0 exactly). Errors of a few 1e-6 against bf16
+   products' ~1e-3; the gate math was 26% of an M-size bf16 LSTM call.
+   tests/test_bf16.py's reference computes the same formulas in numpy. */
 static inline FR_AVX512 __m512 fr_exp2_fast16_avx512(__m512 t)
 {
     const __m512 magic = _mm512_set1_ps(12582912.0f);
@@ -163,12 +163,11 @@ static inline __attribute__((always_inline)) FR_AVX512 __m512 fr_th16(__m512 x, 
 static inline FR_AVX512 __m512 fr_sum4_avx512(const float *xp, const float *a, const float *bi,
                                               const float *bh, int j, __mmask16 m)
 {
-    const __m512 s = _mm512_add_ps(fr_load_part_avx512(a + j, m), fr_load_part_avx512(bi + j, m));
-    if (!xp) return _mm512_add_ps(s, fr_load_part_avx512(bh + j, m));
-    /* ((x + a) + b_ih) + b_hh, the cell files' order */
-    const __m512 t = _mm512_add_ps(fr_load_part_avx512(xp + j, m), fr_load_part_avx512(a + j, m));
-    return _mm512_add_ps(_mm512_add_ps(t, fr_load_part_avx512(bi + j, m)),
-                         fr_load_part_avx512(bh + j, m));
+    /* ((x + a) + b_ih) + b_hh, or (a + b_ih) + b_hh: the cell files' order */
+    __m512 s = fr_load_part_avx512(a + j, m);
+    if (xp) s = _mm512_add_ps(fr_load_part_avx512(xp + j, m), s);
+    s = _mm512_add_ps(s, fr_load_part_avx512(bi + j, m));
+    return _mm512_add_ps(s, fr_load_part_avx512(bh + j, m));
 }
 
 /* four values of a row of n units at p, p + n, p + 2n, p + 3n (lanes of m) */
