@@ -437,6 +437,16 @@ class _Recurrent:
         return self._run_forward(X, lengths, h0, c0, params, training, nt, return_sequences,
                                  use_bf16)
 
+    def _direct_X(self, X):
+        """(batch, steps) when X can go to the core as it is (a C-contiguous 3-D ndarray
+        of the layer's dtype with input_size features and at least one sample and step),
+        else None: the shortcuts below then leave it to forward's full checks."""
+        if (type(X) is not np.ndarray or X.ndim != 3 or X.dtype != self.dtype
+                or not X.flags.c_contiguous or X.shape[2] != self.input_size
+                or X.shape[0] < 1 or X.shape[1] < 1):
+            return None
+        return X.shape[0], X.shape[1]
+
     def _infer_plain(self, X, return_sequences):
         """forward(X, training=False) of full-length sequences from a zero state (the
         common inference call) with the checks made cheap, or None for forward's full
@@ -444,15 +454,13 @@ class _Recurrent:
         count, or a batch forward would split): the call-size check runs once per shape,
         lengths and zero states are kept per shape, finiteness is one C pass. A batch-1
         call spent as long in forward's checks as in its first 15 recurrence steps."""
-        if (type(X) is not np.ndarray or X.dtype != self.dtype or X.ndim != 3
-                or not X.flags.c_contiguous or X.shape[2] != self.input_size):
+        BT = self._direct_X(X)
+        if BT is None:
             return None
-        B, T = X.shape[0], X.shape[1]
+        B, T = BT
         key = (B, T, return_sequences)
         plain = self.__dict__.get("_plain")
         if plain is None or plain[0] != key:
-            if B < 1 or T < 1:
-                return None
             max_batch = self._check_call_size(B, T, False, return_sequences)
             if B > max_batch:
                 return None
@@ -473,10 +481,9 @@ class _Recurrent:
         is checked here (what keeps the core in bounds); anything else takes forward."""
         if type(lengths) is np.ndarray and lengths.dtype == np.int64:
             lengths = lengths.astype(np.int32)
-        B, T = (X.shape[0], X.shape[1]) if X.ndim == 3 else (0, 0)
-        if (type(X) is not np.ndarray or X.ndim != 3 or X.dtype != self.dtype
-                or not X.flags.c_contiguous or X.shape[2] != self.input_size or B < 1
-                or T < 1 or type(lengths) is not np.ndarray or lengths.dtype != np.int32
+        BT = self._direct_X(X)
+        B, T = BT if BT is not None else (0, 0)
+        if (BT is None or type(lengths) is not np.ndarray or lengths.dtype != np.int32
                 or lengths.shape != (B,)):
             return self.forward(X, lengths, training=True, n_threads=n_threads,
                                 return_sequences=return_sequences)
