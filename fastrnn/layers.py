@@ -510,7 +510,7 @@ class _Recurrent:
         B, T, _ = X.shape
         lstm = self._cell == "lstm"
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
-        chunk, S, fwd_sizes, suffixes = self._forward_plan(B, T, nt)
+        chunk, S, ws_sizes, suffixes = self._call_plan(B, T, nt)
         h_n = np.empty((L * D, B, H), dtype=self.dtype)
         c_n = np.empty((L * D, B, H), dtype=self.dtype) if lstm else None
         # everything stays batch-first: the core reads and writes (B, T, .) rows directly
@@ -535,7 +535,7 @@ class _Recurrent:
                                        c_n[idx] if lstm else None, inp, lengths, h0[idx],
                                        c0[idx] if lstm else None, params, s)
                     continue
-                ws = self._ws.get("forward", fwd_sizes[idx], self.dtype)
+                ws = self._ws.get("forward", ws_sizes[idx][0], self.dtype)
                 h_all = c_all = store = None
                 if training:
                     h_all = self._train_buffer(("h", k, d), (T + 1, B, H))
@@ -558,10 +558,11 @@ class _Recurrent:
             self._cache = None
         return inp, ((h_n, c_n) if lstm else h_n)
 
-    def _forward_plan(self, B, T, nt):
-        """(chunk, store width, forward workspace size and parameter suffix of each
-        layer-direction) for calls on (B, T) with nt threads, kept while the shape and
-        the architecture repeat (a batch-1 call spent microseconds recomputing them)."""
+    def _call_plan(self, B, T, nt):
+        """(chunk, store width, and per layer-direction the (forward, backward) workspace
+        sizes and the parameter suffix) for calls on (B, T) with nt threads, kept while
+        the shape and the architecture repeat (a batch-1 call spent microseconds
+        recomputing them; backward reuses forward's)."""
         key = (B, T, nt, self._core_cell, self.input_size, self.hidden_size,
                self.num_layers, self.num_directions)
         plan = self.__dict__.get("_plan_cache")
@@ -572,7 +573,7 @@ class _Recurrent:
                 for d in range(self.num_directions):
                     sizes.append(_core.workspace_sizes(self._core_cell, B, T,
                                                        self._layer_input_size(k), H, d == 1,
-                                                       nt, chunk, True)[0])
+                                                       nt, chunk, True))
                     suffixes.append(self._suffix(k, d))
             plan = (key, (chunk, _core.store_width(self._core_cell, H), sizes, suffixes))
             self._plan_cache = plan
@@ -724,7 +725,7 @@ class _Recurrent:
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         lstm = self._cell == "lstm"
         state_shape = (L * D, B, H)
-        chunk = _chunk_size(B, self._work(B, T))
+        chunk, _, ws_sizes, suffixes = self._call_plan(B, T, nt)
         grads = {name: np.zeros(shape, dtype=self.dtype)
                  for name, shape in self._param_shapes_cached().items()}
         dh0 = np.empty(state_shape, dtype=self.dtype)
@@ -739,11 +740,10 @@ class _Recurrent:
                 size = inp.size
                 dx = self._ws.get(("dx", k % 2), size, self.dtype)[:size].reshape(inp.shape)
             for d in range(D):
-                idx, s = k * D + d, self._suffix(k, d)
+                idx = k * D + d
+                s = suffixes[idx]
                 h_all, c_all, store = layer_cache[d]
-                _, bwd_ws = _core.workspace_sizes(self._core_cell, B, T, inp.shape[2], H,
-                                                  d == 1, nt, chunk, True)
-                ws = self._ws.get("backward", bwd_ws, self.dtype)
+                ws = self._ws.get("backward", ws_sizes[idx][1], self.dtype)
                 _core.backward(self._core_cell, d == 1, nt, chunk, dx, d == 1,
                                grads["weight_ih" + s], grads["weight_hh" + s],
                                grads["bias_ih" + s], grads["bias_hh" + s], dh0[idx],
