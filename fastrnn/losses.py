@@ -126,7 +126,6 @@ def softmax_cross_entropy_rows(logits, y, row_weight=None, n_threads=None):
     logits (N, C) float32/float64 (other real dtypes become float64), y (N,) integer
     labels in [0, C), row_weight (N,) non-negative or None. Returns ``(loss, dlogits)``.
     """
-    from . import _core
     from .layers import _resolve_threads
     z = _as_float_array(logits, "logits")
     if z.ndim != 2 or z.shape[1] < 1:
