@@ -12,19 +12,18 @@
              dh (n, H)   in: dL/dh_t (all paths); out: the part of dL/dh_{t-1} that does NOT
                          flow through W_hh (GRU: dh*z; LSTM/RNN: 0)
              dc (n, H)   LSTM: in dL/dc_t, out dL/dc_{t-1}
-             dgh (n, GH) gradient of the recurrent pre-activation (W_hh h + b_hh)
-             dgi_rows    n row pointers for the gradient of the input pre-activation
-                         (W_ih x + b_ih), which lives in x's row order; NULL: not wanted */
+             dgh (n, GH) gradient of the recurrent pre-activation (W_hh h + b_hh); for LSTM
+                         and RNN also that of the input pre-activation (W_ih x + b_ih)
+             dgi_rows    GRU: n row pointers for the gradient of the input pre-activation,
+                         which differs from dgh in the n gate */
 void FR(lstm_rows_forward)(int n, int H, const real *xp, real *a, const real *b_ih,
                            const real *b_hh, real *h, int ldh, real *c, real *store);
 void FR(lstm_rows_backward)(int n, int H, const real *store, const real *c_prev,
-                            const real *c_t, real *dh, real *dc, real *dgh,
-                            real *const *dgi_rows);
+                            const real *c_t, real *dh, real *dc, real *dgh);
 void FR(gru_rows_forward)(int n, int H, const real *xp, real *a, const real *b_ih,
                           const real *b_hh, real *h, int ldh, real *store);
 void FR(gru_rows_backward)(int n, int H, const real *store, const real *h_prev, real *dh,
                            real *dgh, real *const *dgi_rows);
 void FR(rnn_rows_forward)(int n, int H, int relu, const real *xp, real *a, const real *b_ih,
                           const real *b_hh, real *h, int ldh);
-void FR(rnn_rows_backward)(int n, int H, int relu, const real *h_t, real *dh, real *dgh,
-                           real *const *dgi_rows);
+void FR(rnn_rows_backward)(int n, int H, int relu, const real *h_t, real *dh, real *dgh);

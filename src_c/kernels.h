@@ -46,6 +46,10 @@ void fr_gemm_rowdot(int m, int n, int k, const float *a, int lda, const float *w
 /* C (m x n) (+)= A^T B, A (K x m, ld lda), B (K x n, ld ldb), row-major, unpacked. */
 void fr_gemm_tn(int m, int n, int K, const float *a, int lda, const float *b, int ldb,
                 int accumulate, float *c, int ldc);
+/* C1 (m x n1) = A^T B1 and C2 (m x n2) = A^T B2 in one pass over A (K x m): each copy
+   of A's tiles serves both. Every element sums its K terms in the order fr_gemm_tn does. */
+void fr_gemm_tn2(int m, int K, const float *a, int lda, int n1, const float *b1, int ldb1,
+                 float *c1, int ldc1, int n2, const float *b2, int ldb2, float *c2, int ldc2);
 
 /* float32 sigmoid / tanh in place over n floats (vmath.c); only when fr_avx512. */
 void fr_sigmoid_avx512(float *x, int n);
@@ -64,6 +68,5 @@ void fr_rnn_rows_forward_fast_avx512(int n, int H, int relu, const float *xp,
                                      float *h, int ldh);
 /* lstm.c's float32 backward rows, fused (vmath.c); only when fr_avx512. */
 void fr_lstm_rows_backward_avx512(int n, int H, const float *store, const float *c_prev,
-                                  const float *c_t, float *dh, float *dc, float *dgh,
-                                  float *const *dgi_rows);
+                                  const float *c_t, float *dh, float *dc, float *dgh);
 #endif

@@ -38,8 +38,7 @@ FR(lstm_step_forward)(int H, const real *xp, real *a, const real *b_ih, const re
 
 static inline __attribute__((always_inline)) void
 FR(lstm_step_backward)(int H, const real *restrict store, const real *restrict c_prev,
-                       const real *c_t, real *restrict dh, real *restrict dc, real *dgh,
-                       real *dgi)
+                       const real *c_t, real *restrict dh, real *restrict dc, real *dgh)
 {
     const real *ig = store, *fg = store + H, *gg = store + 2 * H, *og = store + 3 * H;
     real *tc = dgh + 3 * H;             /* tanh(c_t), overwritten below by d(o) */
@@ -55,7 +54,6 @@ FR(lstm_step_backward)(int H, const real *restrict store, const real *restrict c
         dc[j] = dct * f;
         dh[j] = 0;                      /* all of dL/dh_{t-1} flows through W_hh */
     }
-    if (dgi) memcpy(dgi, dgh, sizeof(real) * 4 * H);   /* still in L1 */
 }
 
 /* n rows per call: one call per step and chunk, the row loop inside the AVX-512 clone */
@@ -76,20 +74,19 @@ FR_CLONES void FR(lstm_rows_forward)(int n, int H, const real *xp, real *a, cons
 }
 
 FR_CLONES void FR(lstm_rows_backward)(int n, int H, const real *store, const real *c_prev,
-                                      const real *c_t, real *dh, real *dc, real *dgh,
-                                      real *const *dgi_rows)
+                                      const real *c_t, real *dh, real *dc, real *dgh)
 {
     const int GH = 4 * H;
 #if FR_IS_FLOAT
     if (fr_avx512) {
-        fr_lstm_rows_backward_avx512(n, H, store, c_prev, c_t, dh, dc, dgh, dgi_rows);
+        fr_lstm_rows_backward_avx512(n, H, store, c_prev, c_t, dh, dc, dgh);
         return;
     }
 #endif
     for (int r = 0; r < n; r++)
         FR(lstm_step_backward)(H, store + (size_t)r * GH, c_prev + (size_t)r * H,
                                c_t + (size_t)r * H, dh + (size_t)r * H, dc + (size_t)r * H,
-                               dgh + (size_t)r * GH, dgi_rows ? dgi_rows[r] : NULL);
+                               dgh + (size_t)r * GH);
 }
 
 #endif

@@ -13,7 +13,9 @@
                dh_{t-1} = dG W_hh (+ the cell's direct path); dW_hh, dW_ih and dX are left
                to large GEMMs after the loop, cut into pieces fixed by the problem (segments
                of rows for the weight gradients, blocks of rows for dX) that the same
-               OpenMP threads share, each piece on single-threaded BLAS.
+               OpenMP threads share, each piece on single-threaded BLAS. All of it in
+               loop order: x is gathered into loop order for dW_ih, and dX, computed
+               in loop order, is scattered back to x's rows.
    Variable lengths: past its length a sample carries its state unchanged, writes zero
    output and gets zero dG, so the big GEMMs need no special case.
    x, out, d_out and dx are read and written in place, time-major (T,B,.) or batch-first
@@ -353,9 +355,8 @@ static int fr_wblock(const fr_dims *d, int n)
    step, while each step's dG rows are still in cache: as a product of its own after the
    loop it streamed all of dG again for 8 multiply-adds per element (300x100x8: 1.1 ms
    of 13 on one thread, at a quarter of the kernel's speed). Each chunk keeps its partial
-   dW_ih^T (I x GH), added in chunk order afterwards: fixed by the problem alone. Without
-   dX, LSTM and RNN then skip writing dG in x's order at all. At I = 16 (the S case) the
-   product after the loop was still as fast. */
+   dW_ih^T (I x GH), added in chunk order afterwards: fixed by the problem alone. At
+   I = 16 (the S case) the product after the loop was still as fast. */
 #define FR_STEP_IH_MAX 8
 static int fr_step_ih(const fr_dims *d) { return d->input <= FR_STEP_IH_MAX; }
 
@@ -366,12 +367,19 @@ size_t fr_backward_workspace(const fr_dims *d)
     size_t dg = fr_dg_size(d);
     if (!dg) return 0;
     size_t nt = (size_t)fr_useful_threads(d);
-    /* dG twice: in loop order (permuted within chunks) for the recurrence and dW_hh, and
-       in x's row order for dW_ih and dX */
-    return FR_ALIGN + fr_round(dg) * 2 + fr_round((size_t)fr_nchunks(d) * 2 * GH)
+    const size_t rows = fr_mul((size_t)d->steps, (size_t)d->batch);
+    const size_t xrows = fr_mul(rows, (size_t)d->input);
+    if (!xrows) return 0;
+    /* dG in loop order (permuted within chunks), GRU's input-side dG apart; x gathered in
+       loop order (dW_ih after the loop), dX in loop order and the map of loop rows to
+       x's rows (dX is scattered back) */
+    return FR_ALIGN + fr_round(dg) * (d->cell == FR_GRU ? 2 : 1)
+         + fr_round((size_t)fr_nchunks(d) * 2 * GH)
          + nt * fr_round((size_t)2 * fr_chunk(d) * d->hidden) + fr_packed_weights(d)
          + fr_round(fr_mul((size_t)fr_kseg(d) * GH, (size_t)d->hidden + d->input))
-         + (fr_step_ih(d) ? fr_round((size_t)fr_nchunks(d) * GH * d->input) : 0);
+         + (fr_step_ih(d) ? fr_round((size_t)fr_nchunks(d) * GH * d->input)
+                          : fr_round(xrows))
+         + fr_round(xrows) + fr_round(rows);
 }
 
 
@@ -896,14 +904,18 @@ int fr_forward_cached_f32(const fr_dims *d, float *out, float *h_n, float *c_n,
 #endif
 
 /* Walks samples [j*c, j*c + nb) back through time (in forward's row order, longest
-   first); writes their rows of dgh / dgi and this chunk's partial bias gradients
-   (summed in a fixed order: deterministic). */
+   first); writes their rows of dgh (and GRU's dgi), all in loop order, and this chunk's
+   partial bias gradients (summed in a fixed order: deterministic). Before that, when
+   given: rowmap, x's row of each of its loop rows (a bijection: loop step t < len maps
+   to its time step, t >= len to x's padding row of step t), and xg, x in loop order
+   (zeros past each length). */
 static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
                                real *dgi_all, real *dbh, real *dbi, real *dh0, real *dc0,
                                const real *d_out, const real *d_h_n, const real *d_c_n,
                                const real *h_all, const real *c_all, const real *store,
                                const int *lengths, const real *w_hh, gemm_t gemm,
-                               const float *pk_hh, real *pih, const real *x, int need_dgi)
+                               const float *pk_hh, real *pih, const real *x, int *rowmap,
+                               real *xg)
 {
     const int B = d->batch, T = d->steps, H = d->hidden, cell = d->cell;
     const int c = fr_chunk(d), GH = fr_gates(cell) * H, S = fr_store_width(cell, H);
@@ -916,7 +928,18 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
     real *dgh_rows[FR_MAX_CHUNK];
     fr_sort_chunk(lengths, b0, nb, perm, len);
     if (pih) memset(pih, 0, sizeof(real) * (size_t)GH * d->input);
-    const int Tc = len[0];
+    const int Tc = len[0], I = d->input, gru = cell == FR_GRU;
+    if (rowmap || xg)
+        for (int t = 0; t < T; t++)
+            for (int r = 0; r < nb; r++) {
+                const size_t lrow = (size_t)t * B + b0 + r;
+                const int L = len[r];
+                const size_t xr = fr_row(d, t < L ? fr_time_index(d, t, L) : t, b0 + perm[r]);
+                if (rowmap) rowmap[lrow] = (int)xr;
+                if (!xg) continue;
+                if (t < L) memcpy(xg + lrow * I, x + xr * I, sizeof(real) * I);
+                else memset(xg + lrow * I, 0, sizeof(real) * I);
+            }
 
     for (int r = 0; r < nb; r++) {
         const size_t src = (size_t)(b0 + perm[r]) * H;
@@ -929,42 +952,44 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
     }
     memset(dbh, 0, sizeof(real) * GH);
     memset(dbi, 0, sizeof(real) * GH);
-    for (int t = T - 1; t >= Tc; t--)
+    for (int t = T - 1; t >= Tc; t--) {
         memset(dgh_all + ((size_t)t * B + b0) * GH, 0, sizeof(real) * nb * GH);
+        if (gru) memset(dgi_all + ((size_t)t * B + b0) * GH, 0, sizeof(real) * nb * GH);
+    }
 
     int nact = 0;                               /* rows [0, nact) take step t */
     for (int t = Tc - 1; t >= 0; t--) {
         while (nact < nb && len[nact] > t) nact++;
-        real *gh = dgh_all + ((size_t)t * B + b0) * GH;
-        if (nact < nb)                          /* carried rows: no gradient, dh passes */
+        const size_t row = (size_t)t * B + b0, next = (size_t)(t + 1) * B + b0;
+        real *gh = dgh_all + row * GH;
+        if (nact < nb) {                        /* carried rows: no gradient, dh passes */
             memset(gh + (size_t)nact * GH, 0, sizeof(real) * (nb - nact) * GH);
+            if (gru) memset(dgi_all + (row + nact) * GH, 0, sizeof(real) * (nb - nact) * GH);
+        }
         for (int r = 0; r < nact; r++) {
             const int b = b0 + perm[r], tt = fr_time_index(d, t, len[r]);
             if (d_out) FR(add_to)(dh + (size_t)r * H, d_out + fr_row(d, tt, b) * d->ld, H);
             xrow[r] = fr_row(d, tt, b);
-            dgi_rows[r] = dgi_all + xrow[r] * GH;
+            dgi_rows[r] = gru ? dgi_all + (row + r) * GH : NULL;
         }
-        real *const *dgi_p = need_dgi ? dgi_rows : NULL;   /* LSTM, RNN only may skip */
-        const size_t row = (size_t)t * B + b0, next = (size_t)(t + 1) * B + b0;
         switch (cell) {
         case FR_LSTM:
             FR(lstm_rows_backward)(nact, H, store + row * S, c_all + row * H, c_all + next * H,
-                                   dh, dc, gh, dgi_p);
+                                   dh, dc, gh);
             break;
         case FR_GRU:
             FR(gru_rows_backward)(nact, H, store + row * S, h_all + row * H, dh, gh, dgi_rows);
             break;
         default:
-            FR(rnn_rows_backward)(nact, H, cell == FR_RNN_RELU, h_all + next * H, dh, gh,
-                                  dgi_p);
+            FR(rnn_rows_backward)(nact, H, cell == FR_RNN_RELU, h_all + next * H, dh, gh);
         }
         for (int r = 0; r < nact; r++) {
             FR(add_to)(dbh, gh + (size_t)r * GH, GH);
-            if (cell == FR_GRU) FR(add_to)(dbi, dgi_rows[r], GH);
+            if (gru) FR(add_to)(dbi, dgi_rows[r], GH);
             if (pih && cell != FR_GRU) dgh_rows[r] = gh + (size_t)r * GH;
         }
         if (pih)            /* this step's share of dW_ih, its rows still in cache */
-            FR(add_outer)(pih, x, xrow, cell == FR_GRU ? dgi_rows : dgh_rows, nact,
+            FR(add_outer)(pih, x, xrow, gru ? dgi_rows : dgh_rows, nact,
                           d->input, GH);
         /* dh_{t-1} = direct part (left in dh by the cell) + dG W_hh, running rows only */
         FR_MUL_W(gemm, pk_hh, nact, H, GH, gh, GH, w_hh, 1, dh, H);
@@ -974,10 +999,6 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
         memcpy(dh0 + dst, dh + (size_t)r * H, sizeof(real) * H);
         if (lstm) memcpy(dc0 + dst, dc + (size_t)r * H, sizeof(real) * H);
     }
-    if (need_dgi)
-        for (int r = 0; r < nb; r++)
-            for (int tt = len[r]; tt < T; tt++)
-                memset(dgi_all + fr_row(d, tt, b0 + perm[r]) * GH, 0, sizeof(real) * GH);
 }
 
 int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
@@ -992,10 +1013,12 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
     const int B = d->batch, T = d->steps, I = d->input, H = d->hidden;
     const int GH = fr_gates(d->cell) * H, nchunks = fr_nchunks(d);
     const int nt = fr_useful_threads(d);   /* not capped by chunks: the GEMM blocks use all */
-    const size_t dg = fr_dg_size(d);
+    const int gru = d->cell == FR_GRU;
+    const size_t dg = fr_dg_size(d), xrows = (size_t)T * B * I;
     real *dgh = FR(aligned)(ws);                     /* (T,B,GH) loop order */
-    real *dgi = dgh + fr_round(dg);                  /* (T,B,GH) x's row order */
-    real *dbias = dgi + fr_round(dg);                /* (nchunks, 2, GH) partial sums */
+    /* the input side's dG, loop order: GRU's own (its n gate differs), else dG itself */
+    real *dgi = gru ? dgh + fr_round(dg) : dgh;
+    real *dbias = dgh + fr_round(dg) * (gru ? 2 : 1);   /* (nchunks, 2, GH) partial sums */
     real *packed = dbias + fr_round((size_t)nchunks * 2 * GH);
     real *wthreads = packed + fr_packed_weights(d);
     const size_t per = fr_round((size_t)2 * fr_chunk(d) * H);
@@ -1008,17 +1031,26 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
        of (t, b) rows */
     const int rows = T * B, rblk = FR_GEMM_BLOCK_ROWS, nrb = (rows + rblk - 1) / rblk;
     const int nseg = fr_kseg(d), segr = (rows + nseg - 1) / nseg;
-    const int bh = fr_wblock(d, H), bi = fr_wblock(d, I);   /* gate rows per item */
     const int step_ih = fr_step_ih(d);                      /* dW_ih in the loop */
-    const int nbh = (GH + bh - 1) / bh, nbi = step_ih ? 0 : (GH + bi - 1) / bi;
-    /* dG in x's order: for dX, for dW_ih after the loop, and GRU's (its input part
-       differs from dgh); with neither, LSTM and RNN skip writing it */
-    const int need_dgi = dx != NULL || !step_ih || d->cell == FR_GRU;
+    /* dW_hh and dW_ih of one dG in one pass over it (LSTM, RNN with the kernel): each
+       item then computes both for its gate rows, each tile of dG read once (M LSTM: 1.3
+       ms of a 13 ms backward). Not with 16 inputs or fewer, where fr_gemm_tn computes
+       dW_ih^T instead of padding a panel of 32 columns (S LSTM: 5% slower fused). */
+    int fuse_ih = 0;
+#if FR_IS_FLOAT
+    fuse_ih = fr_use_kernel() && !step_ih && !gru && H > FR_NR / 2 && I > FR_NR / 2;
+#endif
+    const int bh = fr_wblock(d, fuse_ih ? H + I : H), bi = fr_wblock(d, I);   /* gate rows */
+    const int nbh = (GH + bh - 1) / bh, nbi = step_ih || fuse_ih ? 0 : (GH + bi - 1) / bi;
     const int nwh = nseg * nbh, nw = nwh + nseg * nbi;      /* dW_hh items, all dW items */
     const int ndx = dx ? nrb : 0;                           /* no dX wanted: dx NULL */
     real *part_hh = wthreads + (size_t)nt * per;     /* (nseg, GH, H) partial dW_hh */
     real *part_ih = part_hh + (size_t)nseg * GH * H; /* (nseg, GH, I) partial dW_ih */
-    real *pih = part_ih + (size_t)nseg * GH * I;     /* (nchunks, I, GH) partial dW_ih^T */
+    real *after = part_hh + fr_round((size_t)nseg * GH * (H + I));
+    real *pih = step_ih ? after : NULL;              /* (nchunks, I, GH) partial dW_ih^T */
+    real *xg = step_ih ? NULL : after;               /* (T,B,I) x in loop order */
+    real *dxl = after + (step_ih ? fr_round((size_t)nchunks * GH * I) : fr_round(xrows));
+    int *rowmap = dx ? (int *)(void *)(dxl + fr_round(xrows)) : NULL;   /* (T,B) x's rows */
 #pragma omp parallel num_threads(nt)
     {
         FR_FTZ_ON();
@@ -1034,7 +1066,7 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
             FR(backward_chunk)(d, j, w, dgh, dgi, dbias + (size_t)j * 2 * GH,
                                dbias + (size_t)j * 2 * GH + GH, dh0, dc0, d_out, d_h_n,
                                d_c_n, h_all, c_all, store, lengths, w_hh, gemm, pk_hh,
-                               step_ih ? pih + (size_t)j * I * GH : NULL, x, need_dgi);
+                               pih ? pih + (size_t)j * I * GH : NULL, x, rowmap, xg);
         /* implicit barrier: every dG row is written */
 #pragma omp for schedule(dynamic, 1)
         for (int q = 0; q < nw + ndx; q++) {
@@ -1043,18 +1075,35 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
                 const int s = qq / nbk, blk = hh ? bh : bi, g0 = (qq % nbk) * blk;
                 const int ng = GH - g0 < blk ? GH - g0 : blk;
                 const int r0 = s * segr, nr = rows - r0 < segr ? rows - r0 : segr;
+                real *ph = part_hh + ((size_t)s * GH + g0) * H;
+                real *pi = part_ih + ((size_t)s * GH + g0) * I;
+#if FR_IS_FLOAT
+                if (fuse_ih)                         /* dG^T [h_prev, x] */
+                    fr_gemm_tn2(ng, nr, dgh + (size_t)r0 * GH + g0, GH,
+                                H, h_all + (size_t)r0 * H, H, ph, H,
+                                I, xg + (size_t)r0 * I, I, pi, I);
+                else
+#endif
                 if (hh)                              /* dG^T h_prev */
                     FR(mul_tn)(gemm, ng, H, nr, dgh + (size_t)r0 * GH + g0, GH,
-                               h_all + (size_t)r0 * H, H,
-                               part_hh + ((size_t)s * GH + g0) * H, H);
-                else                                 /* dG^T x */
+                               h_all + (size_t)r0 * H, H, ph, H);
+                else                                 /* dG^T x, x in loop order */
                     FR(mul_tn)(gemm, ng, I, nr, dgi + (size_t)r0 * GH + g0, GH,
-                               x + (size_t)r0 * I, I,
-                               part_ih + ((size_t)s * GH + g0) * I, I);
-            } else {                                 /* dX[r0:r1] (+)= dG W_ih */
+                               xg + (size_t)r0 * I, I, pi, I);
+            } else {                 /* dX of loop rows [r0, r0 + nr) = dG W_ih */
                 const int r0 = (q - nw) * rblk, nr = rows - r0 < rblk ? rows - r0 : rblk;
                 FR_MUL_W(gemm, pk_ih, nr, I, GH, dgi + (size_t)r0 * GH, GH, w_ih,
-                          accumulate_dx, dx + (size_t)r0 * I, I);
+                          0, dxl + (size_t)r0 * I, I);
+            }
+        }
+        /* implicit barrier: dX in loop order is complete; back to x's rows (each written
+           once: the map is a bijection; padding rows get the zero rows of dG's product) */
+        if (dx) {
+#pragma omp for schedule(static) nowait
+            for (int r = 0; r < rows; r++) {
+                real *dst = dx + (size_t)rowmap[r] * I;
+                if (accumulate_dx) FR(add_to)(dst, dxl + (size_t)r * I, I);
+                else memcpy(dst, dxl + (size_t)r * I, sizeof(real) * I);
             }
         }
         /* implicit barrier: every partial is written; add them in segment order */

@@ -26,7 +26,7 @@ FR(rnn_step_forward)(int H, int relu, const real *xp, real *a, const real *b_ih,
 
 static inline __attribute__((always_inline)) void
 FR(rnn_step_backward)(int H, int relu, const real *restrict h_t, real *restrict dh,
-                      real *restrict dgh, real *dgi)
+                      real *restrict dgh)
 {
     if (relu) {
         for (int j = 0; j < H; j++) dgh[j] = h_t[j] > 0 ? dh[j] : 0;
@@ -34,7 +34,6 @@ FR(rnn_step_backward)(int H, int relu, const real *restrict h_t, real *restrict 
         for (int j = 0; j < H; j++) dgh[j] = dh[j] * (1 - h_t[j] * h_t[j]);
     }
     for (int j = 0; j < H; j++) dh[j] = 0;
-    if (dgi) memcpy(dgi, dgh, sizeof(real) * H);
 }
 
 FR_CLONES void FR(rnn_rows_forward)(int n, int H, int relu, const real *xp, real *a,
@@ -46,11 +45,11 @@ FR_CLONES void FR(rnn_rows_forward)(int n, int H, int relu, const real *xp, real
 }
 
 FR_CLONES void FR(rnn_rows_backward)(int n, int H, int relu, const real *h_t, real *dh,
-                                     real *dgh, real *const *dgi_rows)
+                                     real *dgh)
 {
     for (int r = 0; r < n; r++)
         FR(rnn_step_backward)(H, relu, h_t + (size_t)r * H, dh + (size_t)r * H,
-                              dgh + (size_t)r * H, dgi_rows ? dgi_rows[r] : NULL);
+                              dgh + (size_t)r * H);
 }
 
 #endif

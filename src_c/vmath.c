@@ -268,11 +268,11 @@ FR_AVX512 void fr_rnn_rows_forward_fast_avx512(int n, int H, int relu, const flo
 }
 
 /* The LSTM backward step of n rows in one pass per 16 units, everything in registers
-   (lstm.c makes a pass for tanh(c) and one for the gradients, and copies dG for dgi;
-   this cut an M training step by 10%). Same formulas as lstm.c. */
+   (lstm.c makes a pass for tanh(c) and one for the gradients; this cut an M training
+   step by 10%). Same formulas as lstm.c. */
 FR_AVX512 void fr_lstm_rows_backward_avx512(int n, int H, const float *store,
                                             const float *c_prev, const float *c_t, float *dh,
-                                            float *dc, float *dgh, float *const *dgi_rows)
+                                            float *dc, float *dgh)
 {
     const int GH = 4 * H;
     const __m512 one = _mm512_set1_ps(1.0f);
@@ -280,7 +280,6 @@ FR_AVX512 void fr_lstm_rows_backward_avx512(int n, int H, const float *store,
         const float *st = store + (size_t)r * GH;
         const float *cp = c_prev + (size_t)r * H, *ct = c_t + (size_t)r * H;
         float *dhr = dh + (size_t)r * H, *dcr = dc + (size_t)r * H, *g = dgh + (size_t)r * GH;
-        float *gi = dgi_rows ? dgi_rows[r] : NULL;
         for (int j = 0; j < H; j += 16) {
             const __mmask16 m = fr_lanes16(H - j);
             const __m512 i = fr_load_part_avx512(st + j, m), f = fr_load_part_avx512(st + H + j, m);
@@ -298,7 +297,6 @@ FR_AVX512 void fr_lstm_rows_backward_avx512(int n, int H, const float *store,
             const __m512 dout = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(d, t), o),
                                               _mm512_sub_ps(one, o));
             fr_store4_avx512(g + j, H, m, di, df, dg, dout);
-            if (gi) fr_store4_avx512(gi + j, H, m, di, df, dg, dout);
             _mm512_mask_storeu_ps(dcr + j, m, _mm512_mul_ps(dct, f));
             _mm512_mask_storeu_ps(dhr + j, m, _mm512_setzero_ps());
         }
@@ -307,11 +305,9 @@ FR_AVX512 void fr_lstm_rows_backward_avx512(int n, int H, const float *store,
 
 #else
 void fr_lstm_rows_backward_avx512(int n, int H, const float *store, const float *c_prev,
-                                  const float *c_t, float *dh, float *dc, float *dgh,
-                                  float *const *dgi_rows)
+                                  const float *c_t, float *dh, float *dc, float *dgh)
 {
     (void)n; (void)H; (void)store; (void)c_prev; (void)c_t; (void)dh; (void)dc; (void)dgh;
-    (void)dgi_rows;
 }
 void fr_lstm_rows_forward_avx512(int n, int H, const float *xp, const float *a,
                                  const float *b_ih, const float *b_hh, float *h, int ldh,

@@ -84,6 +84,47 @@ def test_small_problem_odd_sizes_right(cell, shape):
     _check_reference(cell, layer, X, lengths, d_out, d_h_n, dX, g, np.float64)
 
 
+# dW_ih after the loop, from x gathered in loop order: I = 33 > 16 takes one pass over
+# dG for dW_hh and dW_ih together (LSTM, RNN with the float32 kernel), I = 16 the two
+# products apart; GRU its own input-side dG. Two bidirectional layers: reverse walks,
+# and the upper layer's dX (computed in loop order, scattered to x's rows) of both
+# directions adds into one buffer. 2560 rows: two segments of rows.
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("I", [16, 33])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_loop_order_weight_and_input_gradients(cell, I, dtype, restore_threads):
+    B, T, H = 64, 40, 48
+    layer = CELLS[cell](I, H, num_layers=2, bidirectional=True, dtype=dtype, random_state=5)
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((B, T, I)).astype(dtype)
+    lengths = rng.integers(1, T + 1, size=B).astype(np.int32)
+    lengths[0] = T
+    d_h_n = rng.standard_normal((4, B, H)).astype(dtype)
+    d_out = rng.standard_normal((B, T, 2 * H)).astype(dtype)
+    res = {}
+    for n in (1, 2, 3):
+        fastrnn.set_num_threads(n)
+        _core.reset_threads_used()
+        res[n] = _grads(layer, X, lengths, d_out, d_h_n, n)
+        assert _core.threads_used()[1] == n, (n, _core.threads_used())
+    for n in (2, 3):
+        np.testing.assert_array_equal(res[n][0], res[1][0], err_msg=f"dX, {n} threads")
+        for k, v in res[1][1].items():
+            np.testing.assert_array_equal(res[n][1][k], v, err_msg=f"{k}, {n} threads")
+    dX, g = res[2]
+    assert np.all(dX[np.arange(T)[None, :] >= lengths[:, None]] == 0)   # padding rows
+    params = {k: np.asarray(v, np.float64) for k, v in layer.params.items()}
+    h0 = np.zeros((4, B, H))
+    _, _, _, cache = reference_forward(cell, params, X.astype(np.float64), lengths, h0,
+                                       h0 if cell == "lstm" else None, num_layers=2,
+                                       bidirectional=True)
+    r_dX, r_g = reference_backward(cache, d_out.astype(np.float64), d_h_n.astype(np.float64))
+    rtol = 2e-4 if dtype == np.float32 else 1e-9
+    for name, got, want in [("dX", dX, r_dX)] + [(k, g[k], r_g[k]) for k in params]:
+        err = np.abs(np.asarray(got, np.float64) - want).max() / (np.abs(want).max() + 1e-30)
+        assert err < rtol, (name, err)
+
+
 def _check_reference(cell, layer, X, lengths, d_out, d_h_n, dX, g, dtype):
     params = {k: np.asarray(v, np.float64) for k, v in layer.params.items()}
     B, H = X.shape[0], layer.hidden_size
