@@ -370,16 +370,18 @@ size_t fr_backward_workspace(const fr_dims *d)
     const size_t rows = fr_mul((size_t)d->steps, (size_t)d->batch);
     const size_t xrows = fr_mul(rows, (size_t)d->input);
     if (!xrows) return 0;
-    /* dG in loop order (permuted within chunks), GRU's input-side dG apart; x gathered in
-       loop order (dW_ih after the loop), dX in loop order and the map of loop rows to
-       x's rows (dX is scattered back) */
-    return FR_ALIGN + fr_round(dg) * (d->cell == FR_GRU ? 2 : 1)
+    const int gru = d->cell == FR_GRU;
+    /* dG in loop order (permuted within chunks); GRU's input-side dG apart, in x's row
+       order. LSTM, RNN: x gathered in loop order (dW_ih after the loop), per thread a
+       block of dX rows in loop order, and the map of loop rows to x's rows (the blocks
+       are scattered back) */
+    return FR_ALIGN + fr_round(dg) * (gru ? 2 : 1)
          + fr_round((size_t)fr_nchunks(d) * 2 * GH)
          + nt * fr_round((size_t)2 * fr_chunk(d) * d->hidden) + fr_packed_weights(d)
          + fr_round(fr_mul((size_t)fr_kseg(d) * GH, (size_t)d->hidden + d->input))
          + (fr_step_ih(d) ? fr_round((size_t)fr_nchunks(d) * GH * d->input)
-                          : fr_round(xrows))
-         + fr_round(xrows) + fr_round(rows);
+                          : gru ? 0 : fr_round(xrows))
+         + (gru ? 0 : nt * fr_round((size_t)FR_GEMM_BLOCK_ROWS * d->input) + fr_round(rows));
 }
 
 
@@ -904,11 +906,11 @@ int fr_forward_cached_f32(const fr_dims *d, float *out, float *h_n, float *c_n,
 #endif
 
 /* Walks samples [j*c, j*c + nb) back through time (in forward's row order, longest
-   first); writes their rows of dgh (and GRU's dgi), all in loop order, and this chunk's
-   partial bias gradients (summed in a fixed order: deterministic). Before that, when
-   given: rowmap, x's row of each of its loop rows (a bijection: loop step t < len maps
-   to its time step, t >= len to x's padding row of step t), and xg, x in loop order
-   (zeros past each length). */
+   first); writes their rows of dgh (loop order) and GRU's dgi (x's row order), and this
+   chunk's partial bias gradients (summed in a fixed order: deterministic). Before that,
+   when given: rowmap, x's row of each of its loop rows (a bijection: loop step t < len
+   maps to its time step, t >= len to x's padding row of step t), and xg, x in loop
+   order (zeros past each length). */
 static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
                                real *dgi_all, real *dbh, real *dbi, real *dh0, real *dc0,
                                const real *d_out, const real *d_h_n, const real *d_c_n,
@@ -954,7 +956,6 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
     memset(dbi, 0, sizeof(real) * GH);
     for (int t = T - 1; t >= Tc; t--) {
         memset(dgh_all + ((size_t)t * B + b0) * GH, 0, sizeof(real) * nb * GH);
-        if (gru) memset(dgi_all + ((size_t)t * B + b0) * GH, 0, sizeof(real) * nb * GH);
     }
 
     int nact = 0;                               /* rows [0, nact) take step t */
@@ -964,13 +965,12 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
         real *gh = dgh_all + row * GH;
         if (nact < nb) {                        /* carried rows: no gradient, dh passes */
             memset(gh + (size_t)nact * GH, 0, sizeof(real) * (nb - nact) * GH);
-            if (gru) memset(dgi_all + (row + nact) * GH, 0, sizeof(real) * (nb - nact) * GH);
         }
         for (int r = 0; r < nact; r++) {
             const int b = b0 + perm[r], tt = fr_time_index(d, t, len[r]);
             if (d_out) FR(add_to)(dh + (size_t)r * H, d_out + fr_row(d, tt, b) * d->ld, H);
             xrow[r] = fr_row(d, tt, b);
-            dgi_rows[r] = gru ? dgi_all + (row + r) * GH : NULL;
+            dgi_rows[r] = gru ? dgi_all + xrow[r] * GH : NULL;
         }
         switch (cell) {
         case FR_LSTM:
@@ -999,6 +999,10 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
         memcpy(dh0 + dst, dh + (size_t)r * H, sizeof(real) * H);
         if (lstm) memcpy(dc0 + dst, dc + (size_t)r * H, sizeof(real) * H);
     }
+    if (gru)        /* x's padding rows: zero input-side gradient */
+        for (int r = 0; r < nb; r++)
+            for (int tt = len[r]; tt < T; tt++)
+                memset(dgi_all + fr_row(d, tt, b0 + perm[r]) * GH, 0, sizeof(real) * GH);
 }
 
 int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
@@ -1016,7 +1020,8 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
     const int gru = d->cell == FR_GRU;
     const size_t dg = fr_dg_size(d), xrows = (size_t)T * B * I;
     real *dgh = FR(aligned)(ws);                     /* (T,B,GH) loop order */
-    /* the input side's dG, loop order: GRU's own (its n gate differs), else dG itself */
+    /* the input side's dG: GRU's own (its n gate differs), in x's row order (dW_ih = dgi^T
+       x and dX = dgi W_ih straight from x's rows); LSTM, RNN: dG itself, loop order */
     real *dgi = gru ? dgh + fr_round(dg) : dgh;
     real *dbias = dgh + fr_round(dg) * (gru ? 2 : 1);   /* (nchunks, 2, GH) partial sums */
     real *packed = dbias + fr_round((size_t)nchunks * 2 * GH);
@@ -1048,9 +1053,12 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
     real *part_ih = part_hh + (size_t)nseg * GH * H; /* (nseg, GH, I) partial dW_ih */
     real *after = part_hh + fr_round((size_t)nseg * GH * (H + I));
     real *pih = step_ih ? after : NULL;              /* (nchunks, I, GH) partial dW_ih^T */
-    real *xg = step_ih ? NULL : after;               /* (T,B,I) x in loop order */
-    real *dxl = after + (step_ih ? fr_round((size_t)nchunks * GH * I) : fr_round(xrows));
-    int *rowmap = dx ? (int *)(void *)(dxl + fr_round(xrows)) : NULL;   /* (T,B) x's rows */
+    real *xg = step_ih || gru ? NULL : after;        /* (T,B,I) x in loop order */
+    real *dxl = after + (step_ih ? fr_round((size_t)nchunks * GH * I)
+                                 : gru ? 0 : fr_round(xrows));    /* nt blocks of dX rows */
+    const size_t per_dx = fr_round((size_t)rblk * I);
+    int *rowmap = dx && !gru ? (int *)(void *)(dxl + (size_t)nt * per_dx) : NULL;   /* (T,B) */
+    const real *xin = gru ? x : xg;                  /* dW_ih's right-hand rows */
 #pragma omp parallel num_threads(nt)
     {
         FR_FTZ_ON();
@@ -1087,23 +1095,24 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
                 if (hh)                              /* dG^T h_prev */
                     FR(mul_tn)(gemm, ng, H, nr, dgh + (size_t)r0 * GH + g0, GH,
                                h_all + (size_t)r0 * H, H, ph, H);
-                else                                 /* dG^T x, x in loop order */
+                else                                 /* dG^T x (LSTM, RNN: loop order) */
                     FR(mul_tn)(gemm, ng, I, nr, dgi + (size_t)r0 * GH + g0, GH,
-                               xg + (size_t)r0 * I, I, pi, I);
-            } else {                 /* dX of loop rows [r0, r0 + nr) = dG W_ih */
+                               xin + (size_t)r0 * I, I, pi, I);
+            } else if (gru) {                        /* dX[r0:r1] (+)= dG W_ih */
                 const int r0 = (q - nw) * rblk, nr = rows - r0 < rblk ? rows - r0 : rblk;
                 FR_MUL_W(gemm, pk_ih, nr, I, GH, dgi + (size_t)r0 * GH, GH, w_ih,
-                          0, dxl + (size_t)r0 * I, I);
-            }
-        }
-        /* implicit barrier: dX in loop order is complete; back to x's rows (each written
-           once: the map is a bijection; padding rows get the zero rows of dG's product) */
-        if (dx) {
-#pragma omp for schedule(static) nowait
-            for (int r = 0; r < rows; r++) {
-                real *dst = dx + (size_t)rowmap[r] * I;
-                if (accumulate_dx) FR(add_to)(dst, dxl + (size_t)r * I, I);
-                else memcpy(dst, dxl + (size_t)r * I, sizeof(real) * I);
+                          accumulate_dx, dx + (size_t)r0 * I, I);
+            } else {    /* dX of loop rows [r0, r0 + nr), scattered to x's rows (each
+                           written once: the map is a bijection; padding rows get the
+                           zero rows of dG's product) */
+                const int r0 = (q - nw) * rblk, nr = rows - r0 < rblk ? rows - r0 : rblk;
+                real *blk = dxl + per_dx * (size_t)FR_THREAD_NUM();
+                FR_MUL_W(gemm, pk_ih, nr, I, GH, dgh + (size_t)r0 * GH, GH, w_ih, 0, blk, I);
+                for (int r = 0; r < nr; r++) {
+                    real *dst = dx + (size_t)rowmap[r0 + r] * I;
+                    if (accumulate_dx) FR(add_to)(dst, blk + (size_t)r * I, I);
+                    else memcpy(dst, blk + (size_t)r * I, sizeof(real) * I);
+                }
             }
         }
         /* implicit barrier: every partial is written; add them in segment order */
