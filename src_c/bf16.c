@@ -356,13 +356,14 @@ static FR_BF16 void fr_bchunk_avx512bf16(const fr_dims *d, int j, float *w, floa
             switch (cell) {
             case FR_LSTM:       /* the cheaper activations (vmath.c) */
                 if (fr_avx512)
-                    fr_lstm_rows_forward_avx512(nact, H, xps, a, b_ih, b_hh, h, H, cs, NULL, 1);
+                    fr_lstm_rows_forward_avx512(nact, H, xps, a, b_ih, b_hh, h, H, cs, NULL, NULL, NULL,
+                                                1);
                 else
                     lstm_rows_forward_f32(nact, H, xps, a, b_ih, b_hh, h, H, cs, NULL);
                 break;
             case FR_GRU:
                 if (fr_avx512)
-                    fr_gru_rows_forward_avx512(nact, H, xps, a, b_ih, b_hh, h, H, NULL, 1);
+                    fr_gru_rows_forward_avx512(nact, H, xps, a, b_ih, b_hh, h, H, NULL, NULL, 1);
                 else
                     gru_rows_forward_f32(nact, H, xps, a, b_ih, b_hh, h, H, NULL);
                 break;

@@ -51,7 +51,7 @@ FR_CLONES void FR(gru_rows_forward)(int n, int H, const real *xp, real *a, const
     const int GH = 3 * H;
 #if FR_IS_FLOAT
     if (fr_avx512) {                    /* one pass per 16 units (vmath.c) */
-        fr_gru_rows_forward_avx512(n, H, xp, a, b_ih, b_hh, h, ldh, store, 0);
+        fr_gru_rows_forward_avx512(n, H, xp, a, b_ih, b_hh, h, ldh, store, NULL, 0);
         return;
     }
 #endif

@@ -58,10 +58,11 @@ void fr_tanh_avx512(float *x, int n);
    bf16 inference's cheaper activations (errors of a few 1e-6; see vmath.c). */
 void fr_lstm_rows_forward_avx512(int n, int H, const float *xp, const float *a,
                                  const float *b_ih, const float *b_hh, float *h, int ldh,
-                                 float *c, float *store, int fast);
+                                 float *c, float *store, float *h_keep, float *c_keep,
+                                 int fast);
 void fr_gru_rows_forward_avx512(int n, int H, const float *xp, const float *a,
                                 const float *b_ih, const float *b_hh, float *h, int ldh,
-                                float *store, int fast);
+                                float *store, float *h_keep, int fast);
 /* rnn.c's forward rows with fast's cheaper tanh, for bf16 inference (vmath.c) */
 void fr_rnn_rows_forward_fast_avx512(int n, int H, int relu, const float *xp,
                                      const float *a, const float *b_ih, const float *b_hh,

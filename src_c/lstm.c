@@ -63,7 +63,7 @@ FR_CLONES void FR(lstm_rows_forward)(int n, int H, const real *xp, real *a, cons
     const int GH = 4 * H;
 #if FR_IS_FLOAT
     if (fr_avx512) {                    /* one pass per 16 units (vmath.c) */
-        fr_lstm_rows_forward_avx512(n, H, xp, a, b_ih, b_hh, h, ldh, c, store, 0);
+        fr_lstm_rows_forward_avx512(n, H, xp, a, b_ih, b_hh, h, ldh, c, store, NULL, NULL, 0);
         return;
     }
 #endif

@@ -653,11 +653,29 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
             }
             real *st = store ? store + ((size_t)t * B + b0) * S : NULL;
             const real *xps = fused ? NULL : xp + (size_t)s * nb * GH;
+            real *hk = h_all ? h_all + ((size_t)(t + 1) * B + b0) * H : NULL;
+            real *ck = c_all ? c_all + ((size_t)(t + 1) * B + b0) * H : NULL;
+            int kept = 0;           /* rows [0, kept) of hk and ck written by the cell */
             switch (cell) {
             case FR_LSTM:
+#if FR_IS_FLOAT
+                if (fr_avx512) {    /* training: h and c into h_all / c_all as well */
+                    fr_lstm_rows_forward_avx512(nact, H, xps, a, b_ih, b_hh, h, ldh, cs, st,
+                                                hk, ck, 0);
+                    kept = nact;
+                    break;
+                }
+#endif
                 FR(lstm_rows_forward)(nact, H, xps, a, b_ih, b_hh, h, ldh, cs, st);
                 break;
             case FR_GRU:
+#if FR_IS_FLOAT
+                if (fr_avx512) {
+                    fr_gru_rows_forward_avx512(nact, H, xps, a, b_ih, b_hh, h, ldh, st, hk, 0);
+                    kept = nact;
+                    break;
+                }
+#endif
                 FR(gru_rows_forward)(nact, H, xps, a, b_ih, b_hh, h, ldh, st);
                 break;
             default:
@@ -667,8 +685,10 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
                 for (int r = 0; r < nact; r++)
                     memcpy(out + fr_row(d, fr_time_index(d, t, len[r]), b0 + perm[r]) * d->ld,
                            h + (size_t)r * ldh, sizeof(real) * H);
-            if (h_all) FR(copy_rows)(h_all + ((size_t)(t + 1) * B + b0) * H, H, h, ldh, nb, H);
-            if (c_all) memcpy(c_all + ((size_t)(t + 1) * B + b0) * H, cs, sizeof(real) * nb * H);
+            if (hk && kept < nb)    /* the rest: carried rows (or all of them) */
+                FR(copy_rows)(hk + (size_t)kept * H, H, h + (size_t)kept * ldh, ldh, nb - kept, H);
+            if (ck && kept < nb)
+                memcpy(ck + (size_t)kept * H, cs + (size_t)kept * H, sizeof(real) * (nb - kept) * H);
         }
     }
     /* steps no sample of this chunk takes: state carried (kept finite for the dW_hh GEMM) */

@@ -182,13 +182,16 @@ static inline FR_AVX512 void fr_store4_avx512(float *p, int n, __mmask16 m, __m5
 
 static inline __attribute__((always_inline)) FR_AVX512 void
 fr_lstm_rows_body(int n, int H, const float *xp, const float *a, const float *b_ih,
-                  const float *b_hh, float *h, int ldh, float *c, float *store, const int fast)
+                  const float *b_hh, float *h, int ldh, float *c, float *store, float *h_keep,
+                  float *c_keep, const int fast)
 {
     const size_t GH = 4 * (size_t)H;
     for (int r = 0; r < n; r++) {
         const float *xr = xp ? xp + (size_t)r * GH : NULL, *ar = a + (size_t)r * GH;
         float *hr = h + (size_t)r * ldh, *cr = c + (size_t)r * H;
         float *st = store ? store + (size_t)r * GH : NULL;
+        float *hk = h_keep ? h_keep + (size_t)r * H : NULL;
+        float *ck = c_keep ? c_keep + (size_t)r * H : NULL;
         for (int j = 0; j < H; j += 16) {
             const __mmask16 m = fr_lanes16(H - j);
             const __m512 i = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, j, m), fast);
@@ -196,31 +199,37 @@ fr_lstm_rows_body(int n, int H, const float *xp, const float *a, const float *b_
             const __m512 g = fr_th16(fr_sum4_avx512(xr, ar, b_ih, b_hh, 2 * H + j, m), fast);
             const __m512 o = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, 3 * H + j, m), fast);
             const __m512 cn = _mm512_fmadd_ps(f, fr_load_part_avx512(cr + j, m), _mm512_mul_ps(i, g));
+            const __m512 hn = _mm512_mul_ps(fr_th16(cn, fast), o);
             _mm512_mask_storeu_ps(cr + j, m, cn);
-            _mm512_mask_storeu_ps(hr + j, m, _mm512_mul_ps(fr_th16(cn, fast), o));
+            _mm512_mask_storeu_ps(hr + j, m, hn);
             if (st) fr_store4_avx512(st + j, H, m, i, f, g, o);
+            if (hk) _mm512_mask_storeu_ps(hk + j, m, hn);
+            if (ck) _mm512_mask_storeu_ps(ck + j, m, cn);
         }
     }
 }
 
 FR_AVX512 void fr_lstm_rows_forward_avx512(int n, int H, const float *xp, const float *a,
                                            const float *b_ih, const float *b_hh, float *h,
-                                           int ldh, float *c, float *store, int fast)
+                                           int ldh, float *c, float *store, float *h_keep,
+                                           float *c_keep, int fast)
 {
     if (fast)
-        fr_lstm_rows_body(n, H, xp, a, b_ih, b_hh, h, ldh, c, store, 1);
+        fr_lstm_rows_body(n, H, xp, a, b_ih, b_hh, h, ldh, c, store, h_keep, c_keep, 1);
     else
-        fr_lstm_rows_body(n, H, xp, a, b_ih, b_hh, h, ldh, c, store, 0);
+        fr_lstm_rows_body(n, H, xp, a, b_ih, b_hh, h, ldh, c, store, h_keep, c_keep, 0);
 }
 
 static inline __attribute__((always_inline)) FR_AVX512 void
 fr_gru_rows_body(int n, int H, const float *xp, const float *a, const float *b_ih,
-                 const float *b_hh, float *h, int ldh, float *store, const int fast)
+                 const float *b_hh, float *h, int ldh, float *store, float *h_keep,
+                 const int fast)
 {
     const size_t GH = 3 * (size_t)H;
     for (int r = 0; r < n; r++) {
         const float *xr = xp + (size_t)r * GH, *ar = a + (size_t)r * GH;
         float *hr = h + (size_t)r * ldh;
+        float *hk = h_keep ? h_keep + (size_t)r * H : NULL;
         float *st = store ? store + (size_t)r * 4 * H : NULL;
         for (int j = 0; j < H; j += 16) {
             const __mmask16 m = fr_lanes16(H - j);
@@ -233,20 +242,22 @@ fr_gru_rows_body(int n, int H, const float *xp, const float *a, const float *b_i
             const __m512 ng = fr_th16(_mm512_fmadd_ps(rg, hn, xn), fast);
             /* h' = n + z (h - n) */
             const __m512 hp = fr_load_part_avx512(hr + j, m);
-            _mm512_mask_storeu_ps(hr + j, m, _mm512_fmadd_ps(zg, _mm512_sub_ps(hp, ng), ng));
+            const __m512 hnew = _mm512_fmadd_ps(zg, _mm512_sub_ps(hp, ng), ng);
+            _mm512_mask_storeu_ps(hr + j, m, hnew);
             if (st) fr_store4_avx512(st + j, H, m, rg, zg, ng, hn);
+            if (hk) _mm512_mask_storeu_ps(hk + j, m, hnew);
         }
     }
 }
 
 FR_AVX512 void fr_gru_rows_forward_avx512(int n, int H, const float *xp, const float *a,
                                           const float *b_ih, const float *b_hh, float *h,
-                                          int ldh, float *store, int fast)
+                                          int ldh, float *store, float *h_keep, int fast)
 {
     if (fast)
-        fr_gru_rows_body(n, H, xp, a, b_ih, b_hh, h, ldh, store, 1);
+        fr_gru_rows_body(n, H, xp, a, b_ih, b_hh, h, ldh, store, h_keep, 1);
     else
-        fr_gru_rows_body(n, H, xp, a, b_ih, b_hh, h, ldh, store, 0);
+        fr_gru_rows_body(n, H, xp, a, b_ih, b_hh, h, ldh, store, h_keep, 0);
 }
 
 /* The RNN forward step of n rows for bf16 inference: h = act(x + a + b_ih + b_hh) with
@@ -311,17 +322,17 @@ void fr_lstm_rows_backward_avx512(int n, int H, const float *store, const float 
 }
 void fr_lstm_rows_forward_avx512(int n, int H, const float *xp, const float *a,
                                  const float *b_ih, const float *b_hh, float *h, int ldh,
-                                 float *c, float *store, int fast)
+                                 float *c, float *store, float *h_keep, float *c_keep, int fast)
 {
     (void)n; (void)H; (void)xp; (void)a; (void)b_ih; (void)b_hh; (void)h; (void)ldh; (void)c;
-    (void)store; (void)fast;
+    (void)store; (void)h_keep; (void)c_keep; (void)fast;
 }
 void fr_gru_rows_forward_avx512(int n, int H, const float *xp, const float *a,
                                 const float *b_ih, const float *b_hh, float *h, int ldh,
-                                float *store, int fast)
+                                float *store, float *h_keep, int fast)
 {
     (void)n; (void)H; (void)xp; (void)a; (void)b_ih; (void)b_hh; (void)h; (void)ldh;
-    (void)store; (void)fast;
+    (void)store; (void)h_keep; (void)fast;
 }
 void fr_rnn_rows_forward_fast_avx512(int n, int H, int relu, const float *xp,
                                      const float *a, const float *b_ih, const float *b_hh,
