@@ -327,11 +327,10 @@ def _mix(h):
 
 
 def _as_words(a):
-    """Rows of a 2-D array as uint64 words of their bits."""
+    """Rows of a 2-D array as unsigned words of their bits (uint64 for 8-byte items, else
+    the unsigned type of the item's size: a product with uint64 widens them exactly)."""
     a = np.ascontiguousarray(a)
-    if a.dtype.itemsize == 8:
-        return a.view(np.uint64)
-    return a.view(np.dtype(f"u{a.dtype.itemsize}")).astype(np.uint64)
+    return a.view(np.dtype(f"u{a.dtype.itemsize}"))
 
 
 def _row_hash(a):
@@ -339,7 +338,7 @@ def _row_hash(a):
     n = a.shape[0]
     out = np.empty(n, dtype=np.uint64)
     cols = a.shape[1]
-    step = max(1, (1 << 20) // max(cols, 1))
+    step = max(1, (1 << 17) // max(cols, 1))    # rows per block: products of ~1 MB
     with np.errstate(over="ignore"):
         for s in range(0, n, step):
             w = _as_words(a[s:s + step])
@@ -417,24 +416,44 @@ def _all_identical(seqs, Y, per_step, a, b):
     return True
 
 
+_KEEP_BYTES = 64 << 20    # float64 rows row_moments keeps from its first pass for its second
+
+
 def row_moments(get_rows, index, weights=None):
     """Mean and standard deviation (float64, per column) of the rows of the sequences
     `index`, each sequence counted once per entry of `index`, or weighted by `weights`
-    (one per entry). get_rows(idx) -> ((m, k) float64 rows of the sequences idx in
-    order, rows per sequence (len(idx),)).
+    (one per entry). get_rows(idx) -> ((m, k) rows of the sequences idx in order (any
+    real dtype; converted to float64 here, exactly), rows per sequence (len(idx),)).
 
     The sums run over fixed chunks of `index` in its order, so the result is a
     deterministic function of the list of rows: virtual repetitions (repeated entries of
-    `index`) give bitwise what the rows materialised and repeated give."""
+    `index`) give bitwise what the rows materialised and repeated give. The float64 rows
+    of the first chunks (up to _KEEP_BYTES) are kept from the first pass for the second,
+    which then squares their deviations in place: the same operations on the same
+    values as fetching them again."""
     index = np.asarray(index, dtype=np.int64)
     chunk = 1024
+    kept = []          # (float64 rows, rows per sequence, whether the rows are our copy)
+    held = 0
     mean = None
     for second in (False, True):
         acc, cnt = 0.0, 0.0
-        for s in range(0, len(index), chunk):
-            R, per_seq = get_rows(index[s:s + chunk])
+        for c, s in enumerate(range(0, len(index), chunk)):
+            if c < len(kept):
+                R, per_seq, own = kept[c]
+            else:
+                R, per_seq = get_rows(index[s:s + chunk])
+                R = np.asarray(R)
+                own = R.dtype != np.float64
+                if own:
+                    R = R.astype(np.float64)
+                if not second and c == len(kept) and held + R.nbytes <= _KEEP_BYTES:
+                    kept.append((R, per_seq, own))
+                    held += R.nbytes
             if second:
-                R = (R - mean) ** 2
+                # (R - mean) ** 2, over R when it is our copy (its last use)
+                R = np.subtract(R, mean, out=R if own else None)
+                R = np.square(R, out=R)
             if weights is None:
                 acc = acc + R.sum(axis=0)
                 cnt += float(R.shape[0])
