@@ -374,15 +374,7 @@ class RecurrentEstimator:
         if not self.scale_inputs:
             self.x_mean_ = self.x_scale_ = None
             return
-
-        def steps_of(idx):
-            lb = seqs.lengths[idx]
-            v = seqs.values[idx]
-            if lb.min() == seqs.steps:        # no padding: the rows are v as it is
-                return v.reshape(-1, v.shape[2]), lb
-            return v[np.arange(seqs.steps) < lb[:, None]], lb
-
-        self.x_mean_, std = row_moments(steps_of, index, weights)
+        self.x_mean_, std = row_moments(seqs.step_rows, index, weights)
         self.x_scale_ = np.where(std > 1e-12 * np.maximum(1.0, np.abs(self.x_mean_)), std, 1.0)
 
     def _transform_inputs(self, seqs):

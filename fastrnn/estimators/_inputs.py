@@ -42,6 +42,16 @@ class Sequences:
     def subset(self, idx):
         return Sequences(self.values[idx], self.lengths[idx], self.kind, self.tokens)
 
+    def step_rows(self, idx):
+        """The valid steps of the sequences idx as rows (sum of their lengths, F), sample
+        after sample, and their lengths: a reshape of the gathered values when none of
+        them is padded, else the values under the mask of valid steps."""
+        lb = self.lengths[idx]
+        v = self.values[idx]
+        if len(lb) and lb.min() == self.steps:
+            return v.reshape(-1, v.shape[2]), lb
+        return v[np.arange(self.steps) < lb[:, None]], lb
+
 
 def _as_float_array(a, name, dtype):
     a = np.asarray(a) if not isinstance(a, np.ndarray) else a
@@ -338,15 +348,16 @@ def _row_hash(a):
     n = a.shape[0]
     out = np.empty(n, dtype=np.uint64)
     cols = a.shape[1]
-    step = max(1, (1 << 17) // max(cols, 1))    # rows per block: products of ~1 MB
+    step = max(1, (1 << 20) // max(cols, 1))
     with np.errstate(over="ignore"):
         for s in range(0, n, step):
             w = _as_words(a[s:s + step])
             h = np.zeros(w.shape[0], dtype=np.uint64)
             for c0 in range(0, cols, len(_MIX)):
                 block = w[:, c0:c0 + len(_MIX)]
-                h = _mix(h + (block * _MIX[:block.shape[1]]).sum(axis=1, dtype=np.uint64)
-                         + np.uint64(c0))
+                # sum of the products mod 2**64 (any order: integers), no product array
+                dot = np.einsum("ij,j->i", block, _MIX[:block.shape[1]], dtype=np.uint64)
+                h = _mix(h + dot + np.uint64(c0))
             out[s:s + step] = h
     return out
 
