@@ -1,0 +1,266 @@
+"""What fit computes before and around its training batches: the feature moments
+(row_moments over the valid steps, virtual repetitions bitwise as materialised rows),
+the scaling of the inputs, the content hash of the canonical order and the initial loss
+of the divergence check. Each is checked against a plain numpy computation, and where
+fit promises bits, bit for bit."""
+import copy
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from fastrnn import LSTMClassifier, LSTMSequenceRegressor, RNNTagger
+from fastrnn.estimators import _inputs, _training
+from fastrnn.estimators._inputs import read_X, row_moments, virtual_index
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fit_probes import record_snapshots  # noqa: E402
+
+
+def sequences(n, full, F=3, T=7, seed=0, dtype=np.float32):
+    """n sequences of F features (all of T steps, or of 1..T steps), as fit reads them."""
+    rng = np.random.default_rng(seed)
+    lengths = np.full(n, T) if full else rng.integers(1, T + 1, size=n)
+    X = [(rng.normal(size=(int(t), F)) * rng.uniform(0.1, 5, size=F) + 3).astype(dtype)
+         for t in lengths]
+    return read_X(np.stack(X) if full else X, np.dtype(dtype))
+
+
+def masked_rows(seqs, idx):
+    """The valid steps of the sequences idx, sample after sample, through the mask."""
+    v, lb = seqs.values[idx], seqs.lengths[idx]
+    return v[np.arange(seqs.steps) < lb[:, None]]
+
+
+def materialising_row_moments(seqs, index, weights=None):
+    """The algorithm row_moments replaced: every chunk's rows copied to float64 for each
+    pass, fetched twice; row_moments must give these bits."""
+    index = np.asarray(index, dtype=np.int64)
+    mean = None
+    for second in (False, True):
+        acc, cnt = 0.0, 0.0
+        for s in range(0, len(index), 1024):
+            idx = index[s:s + 1024]
+            R = masked_rows(seqs, idx).astype(np.float64)
+            if second:
+                R = (R - mean) ** 2
+            if weights is None:
+                acc = acc + R.sum(axis=0)
+                cnt += float(R.shape[0])
+            else:
+                wr = np.repeat(np.asarray(weights[s:s + 1024], dtype=np.float64),
+                               seqs.lengths[idx])
+                acc = acc + (R * wr[:, None]).sum(axis=0)
+                cnt += float(wr.sum())
+        if second:
+            return mean, np.sqrt(acc / cnt)
+        mean = acc / cnt
+
+
+# 1300 sequences: the sums run over two chunks of index (1024 entries each)
+CASES = [(full, weighting) for full in (True, False)
+         for weighting in ("none", "repeats", "float")]
+
+
+def index_and_weights(n, weighting, seed=1):
+    rng = np.random.default_rng(seed)
+    if weighting == "none":
+        return rng.permutation(n), None
+    if weighting == "repeats":
+        return rng.permutation(virtual_index(rng.integers(0, 4, size=n).astype(float))), None
+    return rng.permutation(n), rng.uniform(0.1, 3, size=n)
+
+
+@pytest.mark.parametrize("full,weighting", CASES)
+@pytest.mark.parametrize("keep", ["kept", "fetched twice", "partly kept"])
+def test_row_moments_agree_with_numpy_and_keep_the_bits(full, weighting, keep,
+                                                        monkeypatch):
+    """Against np.average over the materialised (repeated, weighted) valid rows, and bit
+    for bit against the algorithm it replaced, whether the first pass's rows are kept
+    for the second pass or not (keep budget 0, or room for the first chunk only)."""
+    seqs = sequences(1300, full)
+    index, weights = index_and_weights(len(seqs), weighting)
+    budget = {"kept": _inputs._KEEP_BYTES, "fetched twice": 0,
+              "partly kept": 1024 * seqs.steps * 3 * 8}[keep]
+    monkeypatch.setattr(_inputs, "_KEEP_BYTES", budget)
+    mean, std = row_moments(seqs.step_rows, index, weights)
+
+    rows = masked_rows(seqs, index).astype(np.float64)
+    w = None if weights is None else np.repeat(weights, seqs.lengths[index])
+    ref_mean = np.average(rows, axis=0, weights=w)
+    ref_std = np.sqrt(np.average((rows - ref_mean) ** 2, axis=0, weights=w))
+    np.testing.assert_allclose(mean, ref_mean, rtol=1e-12)
+    np.testing.assert_allclose(std, ref_std, rtol=1e-10)
+
+    old_mean, old_std = materialising_row_moments(seqs, index, weights)
+    np.testing.assert_array_equal(mean, old_mean)
+    np.testing.assert_array_equal(std, old_std)
+
+
+@pytest.mark.parametrize("full", [True, False], ids=["full-length", "ragged"])
+def test_row_moments_of_float64_rows_leave_them_alone(full):
+    """Rows handed over in float64 (targets, float64 inputs) are not a copy of
+    row_moments' own: its second pass must not write over them."""
+    seqs = sequences(50, full, dtype=np.float64)
+    before = seqs.values.copy()
+    index = np.arange(len(seqs))
+    kept = {}
+
+    def rows_of_values(idx):            # a view into seqs.values when idx is all of them
+        if full and len(idx) == len(seqs):
+            kept["rows"] = seqs.values.reshape(-1, 3)
+            return kept["rows"], seqs.lengths[idx]
+        return seqs.step_rows(idx)
+    mean, std = row_moments(rows_of_values, index)
+    np.testing.assert_array_equal(seqs.values, before)
+    ref = materialising_row_moments(seqs, index)
+    np.testing.assert_array_equal(mean, ref[0])
+    np.testing.assert_array_equal(std, ref[1])
+
+
+def test_full_length_step_rows_are_a_reshape_equal_to_the_masked_rows():
+    """No sequence padded: the rows are the gathered values reshaped (no mask, no
+    copy of their own); with padding they go through the mask. Same values either
+    way, in the same order and dtype."""
+    idx = np.random.default_rng(0).permutation(40)[:30]
+    full = sequences(40, True)
+    rows, lb = full.step_rows(idx)
+    assert not rows.flags.owndata and rows.base.shape == (30, full.steps, 3)
+    np.testing.assert_array_equal(lb, full.lengths[idx])
+    masked = masked_rows(full, idx)
+    assert rows.dtype == masked.dtype and rows.shape == masked.shape
+    np.testing.assert_array_equal(rows, masked)
+    ragged = sequences(40, False)
+    rows, lb = ragged.step_rows(idx)
+    assert rows.flags.owndata
+    np.testing.assert_array_equal(rows, masked_rows(ragged, idx))
+    # full-length sequences picked out of a ragged batch also take the reshape
+    longest = np.flatnonzero(ragged.lengths == ragged.steps)
+    assert len(longest) >= 2
+    rows, _ = ragged.step_rows(longest)
+    assert not rows.flags.owndata
+    np.testing.assert_array_equal(rows, masked_rows(ragged, longest))
+
+
+@pytest.mark.parametrize("full", [True, False], ids=["full-length", "ragged"])
+@pytest.mark.parametrize("budget", [None, 0, 200 * 7 * 3 * 8],
+                         ids=["kept", "fetched twice", "partly kept"])
+def test_integer_weights_give_the_bits_of_materialised_rows(full, budget, monkeypatch):
+    """Virtual repetitions (repeated entries of index) give bitwise the moments of the
+    sequences materialised and repeated, across chunk boundaries (sum of the weights
+    above 1024), whatever part of the rows is kept between the passes."""
+    if budget is not None:
+        monkeypatch.setattr(_inputs, "_KEEP_BYTES", budget)
+    seqs = sequences(700, full)
+    sw = np.random.default_rng(2).integers(0, 5, size=len(seqs)).astype(float)
+    index = virtual_index(sw)
+    assert len(index) > 1024
+    virtual = row_moments(seqs.step_rows, index)
+    listed = [seqs.values[i, :seqs.lengths[i]] for i in index]
+    rep = read_X(np.stack(listed) if full else listed, np.dtype(np.float32))
+    if not full:
+        assert rep.kind == "ragged"
+    materialised = row_moments(rep.step_rows, np.arange(len(rep)))
+    for a, b in zip(virtual, materialised):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fit_scales_inputs_in_float32_as_the_plain_expression_and_leaves_X_alone():
+    """fit and predict scale (values - mean) / scale in the estimator's dtype, bit for
+    bit as the plain numpy expression, into a new array: the caller's X (which read_X
+    does not copy when it is C-contiguous float32) is never written."""
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(30, 6, 4)) * 7 + 2).astype(np.float32)
+    y = (X[:, :, 0].sum(1) > 14).astype(int)
+    before = X.copy()
+    m = LSTMClassifier(hidden_size=5, max_epochs=2, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(X, before)
+    m.predict(X)
+    np.testing.assert_array_equal(X, before)
+    seqs = m._read_X(X)
+    assert np.shares_memory(seqs.values, X)
+    out = m._transform_inputs(seqs).values
+    assert not np.shares_memory(out, X) and out.dtype == np.float32
+    mean, scale = m.x_mean_.astype(np.float32), m.x_scale_.astype(np.float32)
+    np.testing.assert_array_equal(out, (X - mean) / scale)
+    np.testing.assert_array_equal(X, before)
+
+
+def widened_row_hash(a):
+    """The hash as first written: every word widened to uint64, then multiplied."""
+    a = np.ascontiguousarray(a)
+    w = a.view(np.dtype(f"u{a.dtype.itemsize}")).astype(np.uint64)
+    h = np.zeros(len(a), dtype=np.uint64)
+    mix = _inputs._MIX
+    with np.errstate(over="ignore"):
+        for c0 in range(0, w.shape[1], len(mix)):
+            block = w[:, c0:c0 + len(mix)]
+            h = _inputs._mix(h + (block * mix[:block.shape[1]]).sum(axis=1, dtype=np.uint64)
+                             + np.uint64(c0))
+    return h
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.int32, np.int8,
+                                   np.bool_, np.float16])
+@pytest.mark.parametrize("shape", [(5, 1), (300, 9000), (700, 3)])
+def test_row_hash_is_the_hash_of_widened_words(dtype, shape):
+    """The content hash (and so the canonical order fit trains in) is that of the words
+    widened to uint64, over several mix blocks (9000 columns) and row blocks."""
+    a = (np.random.default_rng(0).normal(size=shape) * 1000).astype(dtype)
+    np.testing.assert_array_equal(_inputs._row_hash(a), widened_row_hash(a))
+
+
+def first_batch_probe(monkeypatch, est):
+    """Records the initial loss fit settles on (what the divergence check compares the
+    last epoch with), and the first batch the fit trains on."""
+    seen = {}
+    orig_batch = _training.TrainingData.batch
+    orig_report = _training._report_divergence
+
+    def batch(self, b):
+        out = orig_batch(self, b)
+        seen.setdefault("batch", tuple(np.copy(a) for a in out))
+        return out
+
+    def report(est_, start, losses, best):
+        seen["start"] = start
+        return orig_report(est_, start, losses, best)
+    monkeypatch.setattr(_training.TrainingData, "batch", batch)
+    monkeypatch.setattr(_training, "_report_divergence", report)
+    return seen
+
+
+@pytest.mark.parametrize("cls,kw", [
+    (LSTMClassifier, {}),
+    (LSTMClassifier, dict(num_layers=2, dropout=0.5)),
+    (RNNTagger, dict(num_layers=2, dropout=0.3, bidirectional=True)),
+    (LSTMSequenceRegressor, dict(shuffle=False)),
+], ids=["no-dropout", "dropout", "tagger-dropout", "per-step-regressor"])
+def test_initial_loss_is_the_inference_loss_of_the_first_batch(cls, kw, monkeypatch):
+    """The loss the divergence check starts from is the loss of the initial weights on
+    the first batch the fit trains on, in inference mode (no dropout), whether taken
+    from that batch's training forward (no dropout acts) or from a forward of its own."""
+    rng = np.random.default_rng(0)
+    X = [rng.normal(size=(int(t), 3)).astype(np.float32) for t in rng.integers(2, 9, 50)]
+    if cls is LSTMClassifier:
+        y = np.array([int(x[:, 0].sum() > 0) for x in X])
+    elif cls is RNNTagger:
+        y = [(np.cumsum(x[:, 0]) > 0).astype(int) for x in X]
+    else:
+        y = [np.cumsum(x[:, :2], axis=0) for x in X]
+    m = cls(hidden_size=6, batch_size=8, max_epochs=2, random_state=0, **kw)
+    seen = first_batch_probe(monkeypatch, m)
+    snaps = record_snapshots(monkeypatch)
+    m.fit(X, y)
+    ref = copy.deepcopy(m)
+    for k, v in ref.model_.params().items():
+        v[...] = snaps[0][k]                          # the weights fit started from
+    xb, lb, yb, wb = seen["batch"]
+    assert len(lb) == 8
+    loss = ref._loss(ref.model_.forward(xb, lb, False, 1), yb, wb, 1)[0]
+    assert np.isfinite(loss) and seen["start"] == float(loss)
+    if kw.get("dropout"):
+        # the distinction is real here: a training forward draws dropout masks
+        train_loss = ref._loss(ref.model_.forward(xb, lb, True, 1), yb, wb, 1)[0]
+        assert train_loss != loss
