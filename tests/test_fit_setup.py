@@ -74,15 +74,20 @@ def index_and_weights(n, weighting, seed=1):
 
 @pytest.mark.parametrize("full,weighting", CASES)
 @pytest.mark.parametrize("keep", ["kept", "fetched twice", "partly kept"])
-def test_row_moments_agree_with_numpy_and_keep_the_bits(full, weighting, keep,
+@pytest.mark.parametrize("block", [None, 50], ids=["one block", "blocks of 50 rows"])
+def test_row_moments_agree_with_numpy_and_keep_the_bits(full, weighting, keep, block,
                                                         monkeypatch):
     """Against np.average over the materialised (repeated, weighted) valid rows, and bit
     for bit against the algorithm it replaced, whether the first pass's rows are kept
-    for the second pass or not (keep budget 0, or room for the first chunk only)."""
+    for the second pass or not (keep budget 0, or room for the first chunk only), and
+    whether the column sums widen a chunk's rows at once or in blocks."""
+    if block:
+        monkeypatch.setattr(_inputs, "_BLOCK_BYTES", block * 3 * 8)
     seqs = sequences(1300, full)
     index, weights = index_and_weights(len(seqs), weighting)
+    first_chunk = int(seqs.lengths[index[:1024]].sum()) * 3 * 4     # bytes of its rows
     budget = {"kept": _inputs._KEEP_BYTES, "fetched twice": 0,
-              "partly kept": 1024 * seqs.steps * 3 * 8}[keep]
+              "partly kept": first_chunk}[keep]
     monkeypatch.setattr(_inputs, "_KEEP_BYTES", budget)
     mean, std = row_moments(seqs.step_rows, index, weights)
 
@@ -96,6 +101,36 @@ def test_row_moments_agree_with_numpy_and_keep_the_bits(full, weighting, keep,
     old_mean, old_std = materialising_row_moments(seqs, index, weights)
     np.testing.assert_array_equal(mean, old_mean)
     np.testing.assert_array_equal(std, old_std)
+
+
+@pytest.mark.parametrize("cols", [1, 2, 3, 32])
+@pytest.mark.parametrize("rows", [1, 7, 3001])
+@pytest.mark.parametrize("block", [1, 2, 64, None])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+def test_column_sums_are_the_plain_expression_bit_for_bit(cols, rows, block, dtype,
+                                                          monkeypatch):
+    """Blocks of rows carried one into the next add what numpy's sum over the whole
+    float64 array adds, in its order: plain, squared deviations, weighted, both; for one
+    column (summed pairwise by numpy), for non-contiguous rows, any block size."""
+    if block:
+        monkeypatch.setattr(_inputs, "_BLOCK_BYTES", block * cols * 8)
+    rng = np.random.default_rng(rows * cols)
+    big = rng.normal(size=(rows, cols)) * np.exp(rng.normal(size=(rows, cols)) * 4)
+    R = (big * 50).astype(dtype) if dtype == np.int16 else big.astype(dtype)
+    R[0, 0] = -0.0 if dtype != np.int16 else R[0, 0]
+    mean = rng.normal(size=cols) * 3
+    w = rng.uniform(0, 3, size=rows)
+    for Rv in (R, np.asfortranarray(R), R[::-1]):
+        X = Rv.astype(np.float64)
+        for m, ww in ((None, None), (mean, None), (None, w), (mean, w)):
+            plain = X if m is None else (X - m) ** 2
+            plain = plain if ww is None else plain * ww[:, None]
+            got = _inputs._column_sums(Rv, m, ww)
+            np.testing.assert_array_equal(got, plain.sum(axis=0))
+            assert np.array_equal(np.signbit(got), np.signbit(plain.sum(axis=0)))
+    # an all -0.0 column keeps its sign, as numpy's sum does
+    Z = np.full((rows, cols), -0.0)
+    assert np.signbit(_inputs._column_sums(Z)).all() == np.signbit(Z.sum(axis=0)).all()
 
 
 @pytest.mark.parametrize("full", [True, False], ids=["full-length", "ragged"])
@@ -144,18 +179,25 @@ def test_full_length_step_rows_are_a_reshape_equal_to_the_masked_rows():
 
 
 @pytest.mark.parametrize("full", [True, False], ids=["full-length", "ragged"])
-@pytest.mark.parametrize("budget", [None, 0, 200 * 7 * 3 * 8],
+@pytest.mark.parametrize("budget", [None, 0, "first chunk"],
                          ids=["kept", "fetched twice", "partly kept"])
-def test_integer_weights_give_the_bits_of_materialised_rows(full, budget, monkeypatch):
+@pytest.mark.parametrize("block", [None, 70], ids=["one block", "blocks of 70 rows"])
+def test_integer_weights_give_the_bits_of_materialised_rows(full, budget, block,
+                                                            monkeypatch):
     """Virtual repetitions (repeated entries of index) give bitwise the moments of the
     sequences materialised and repeated, across chunk boundaries (sum of the weights
-    above 1024), whatever part of the rows is kept between the passes."""
-    if budget is not None:
-        monkeypatch.setattr(_inputs, "_KEEP_BYTES", budget)
+    above 1024), whatever part of the rows is kept between the passes, and however
+    the column sums block the rows."""
+    if block:
+        monkeypatch.setattr(_inputs, "_BLOCK_BYTES", block * 3 * 8)
     seqs = sequences(700, full)
     sw = np.random.default_rng(2).integers(0, 5, size=len(seqs)).astype(float)
     index = virtual_index(sw)
     assert len(index) > 1024
+    if budget == "first chunk":
+        budget = int(seqs.lengths[index[:1024]].sum()) * 3 * 4
+    if budget is not None:
+        monkeypatch.setattr(_inputs, "_KEEP_BYTES", budget)
     virtual = row_moments(seqs.step_rows, index)
     listed = [seqs.values[i, :seqs.lengths[i]] for i in index]
     rep = read_X(np.stack(listed) if full else listed, np.dtype(np.float32))

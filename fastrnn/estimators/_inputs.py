@@ -427,51 +427,80 @@ def _all_identical(seqs, Y, per_step, a, b):
     return True
 
 
-_KEEP_BYTES = 64 << 20    # float64 rows row_moments keeps from its first pass for its second
+_KEEP_BYTES = 64 << 20    # rows row_moments keeps from its first pass for its second
+_BLOCK_BYTES = 1 << 18    # float64 rows _column_sums widens at a time
 
 
 def row_moments(get_rows, index, weights=None):
     """Mean and standard deviation (float64, per column) of the rows of the sequences
     `index`, each sequence counted once per entry of `index`, or weighted by `weights`
     (one per entry). get_rows(idx) -> ((m, k) rows of the sequences idx in order (any
-    real dtype; converted to float64 here, exactly), rows per sequence (len(idx),)).
+    real dtype: widened to float64 exactly; never written), rows per sequence
+    (len(idx),)).
 
     The sums run over fixed chunks of `index` in its order, so the result is a
     deterministic function of the list of rows: virtual repetitions (repeated entries of
-    `index`) give bitwise what the rows materialised and repeated give. The float64 rows
-    of the first chunks (up to _KEEP_BYTES) are kept from the first pass for the second,
-    which then squares their deviations in place: the same operations on the same
-    values as fetching them again."""
+    `index`) give bitwise what the rows materialised and repeated give. The rows of the
+    first chunks (up to _KEEP_BYTES) are kept from the first pass for the second."""
     index = np.asarray(index, dtype=np.int64)
     chunk = 1024
-    kept = []          # (float64 rows, rows per sequence, whether the rows are our copy)
+    kept = []
     held = 0
     mean = None
     for second in (False, True):
         acc, cnt = 0.0, 0.0
         for c, s in enumerate(range(0, len(index), chunk)):
             if c < len(kept):
-                R, per_seq, own = kept[c]
+                R, per_seq = kept[c]
             else:
                 R, per_seq = get_rows(index[s:s + chunk])
                 R = np.asarray(R)
-                own = R.dtype != np.float64
-                if own:
-                    R = R.astype(np.float64)
                 if not second and c == len(kept) and held + R.nbytes <= _KEEP_BYTES:
-                    kept.append((R, per_seq, own))
+                    kept.append((R, per_seq))
                     held += R.nbytes
-            if second:
-                # (R - mean) ** 2, over R when it is our copy (its last use)
-                R = np.subtract(R, mean, out=R if own else None)
-                R = np.square(R, out=R)
-            if weights is None:
-                acc = acc + R.sum(axis=0)
-                cnt += float(R.shape[0])
-            else:
+            wr = None
+            if weights is not None:
                 wr = np.repeat(np.asarray(weights[s:s + chunk], dtype=np.float64), per_seq)
-                acc = acc + (R * wr[:, None]).sum(axis=0)
-                cnt += float(wr.sum())
+            acc = acc + _column_sums(R, mean if second else None, wr)
+            cnt += float(R.shape[0]) if wr is None else float(wr.sum())
         if second:
             return mean, np.sqrt(acc / cnt)
         mean = acc / cnt
+
+
+def _column_sums(R, mean=None, w=None):
+    """Column sums of the rows of R widened to float64 — of (R - mean) ** 2 with `mean`,
+    each row times w[row] with `w` — bit for bit as the plain expression
+    (R.astype(float64) [- mean] [** 2] [* w[:, None]]).sum(axis=0) gives them.
+
+    With two or more columns numpy adds the rows of a C-contiguous array one after the
+    other, so the rows can go through a small buffer, a block at a time, the running
+    sums carried as the block's first row: no float64 copy of R (and none of its page
+    faults), each block summed while in cache. One column (numpy then sums pairwise) or
+    other layouts take the plain expression."""
+    n, k = R.shape
+    step = max(1, _BLOCK_BYTES // (8 * max(k, 1)))
+    if k < 2 or n <= step or not R.flags.c_contiguous:
+        X = R.astype(np.float64)
+        if mean is not None:
+            X = np.square(np.subtract(X, mean, out=X), out=X)
+        if w is not None:
+            X = np.multiply(X, w[:, None], out=X)
+        return X.sum(axis=0)
+    buf = np.empty((step + 1, k))
+    sums = None
+    for s in range(0, n, step):
+        m = min(step, n - s)
+        block = buf[1:m + 1]
+        block[...] = R[s:s + m]
+        if mean is not None:
+            np.subtract(block, mean, out=block)
+            np.square(block, out=block)
+        if w is not None:
+            np.multiply(block, w[s:s + m, None], out=block)
+        if sums is None:
+            sums = block.sum(axis=0)
+        else:
+            buf[0] = sums
+            sums = buf[:m + 1].sum(axis=0)
+    return sums
