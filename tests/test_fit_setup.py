@@ -12,7 +12,7 @@ import pytest
 
 from fastrnn import LSTMClassifier, LSTMSequenceRegressor, RNNTagger
 from fastrnn.estimators import _inputs, _training
-from fastrnn.estimators._inputs import read_X, row_moments, virtual_index
+from fastrnn.estimators._inputs import read_X, row_moments, rows_of, virtual_index
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fit_probes import record_snapshots  # noqa: E402
@@ -73,22 +73,17 @@ def index_and_weights(n, weighting, seed=1):
 
 
 @pytest.mark.parametrize("full,weighting", CASES)
-@pytest.mark.parametrize("keep", ["kept", "fetched twice", "partly kept"])
-@pytest.mark.parametrize("block", [None, 50], ids=["one block", "blocks of 50 rows"])
-def test_row_moments_agree_with_numpy_and_keep_the_bits(full, weighting, keep, block,
+@pytest.mark.parametrize("block", [None, 50, 1], ids=["1 MB groups", "groups of ~50 rows",
+                                                      "one sequence a group"])
+def test_row_moments_agree_with_numpy_and_keep_the_bits(full, weighting, block,
                                                         monkeypatch):
     """Against np.average over the materialised (repeated, weighted) valid rows, and bit
-    for bit against the algorithm it replaced, whether the first pass's rows are kept
-    for the second pass or not (keep budget 0, or room for the first chunk only), and
-    whether the column sums widen a chunk's rows at once or in blocks."""
+    for bit against the algorithm it replaced (every chunk's rows at once), however the
+    rows of a chunk are grouped on their way to the sums."""
     if block:
         monkeypatch.setattr(_inputs, "_BLOCK_BYTES", block * 3 * 8)
     seqs = sequences(1300, full)
     index, weights = index_and_weights(len(seqs), weighting)
-    first_chunk = int(seqs.lengths[index[:1024]].sum()) * 3 * 4     # bytes of its rows
-    budget = {"kept": _inputs._KEEP_BYTES, "fetched twice": 0,
-              "partly kept": first_chunk}[keep]
-    monkeypatch.setattr(_inputs, "_KEEP_BYTES", budget)
     mean, std = row_moments(seqs.step_rows, index, weights)
 
     rows = masked_rows(seqs, index).astype(np.float64)
@@ -103,34 +98,50 @@ def test_row_moments_agree_with_numpy_and_keep_the_bits(full, weighting, keep, b
     np.testing.assert_array_equal(std, old_std)
 
 
+def rows_source(lengths, cols, dtype, seed, order="C"):
+    """get_rows over synthetic sequences of the given lengths: their rows in order (in
+    the memory order `order`), the rows per sequence; and all rows (in float64)."""
+    rng = np.random.default_rng(seed)
+    total = int(np.sum(lengths))
+    big = rng.normal(size=(total, cols)) * np.exp(rng.normal(size=(total, cols)) * 4)
+    rows = (big * 50).astype(dtype) if np.dtype(dtype).kind == "i" else big.astype(dtype)
+    starts = np.cumsum(lengths) - lengths
+
+    def get_rows(idx):
+        picked = rows[rows_of(starts[idx], lengths[idx])]
+        return np.asarray(picked, order=order), lengths[idx]
+    return get_rows, rows
+
+
 @pytest.mark.parametrize("cols", [1, 2, 3, 32])
-@pytest.mark.parametrize("rows", [1, 7, 3001])
+@pytest.mark.parametrize("n_seqs", [1, 9, 700])
 @pytest.mark.parametrize("block", [1, 2, 64, None])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
-def test_column_sums_are_the_plain_expression_bit_for_bit(cols, rows, block, dtype,
-                                                          monkeypatch):
-    """Blocks of rows carried one into the next add what numpy's sum over the whole
-    float64 array adds, in its order: plain, squared deviations, weighted, both; for one
-    column (summed pairwise by numpy), for non-contiguous rows, any block size."""
+def test_chunk_sums_are_the_plain_expression_bit_for_bit(cols, n_seqs, block, dtype,
+                                                         monkeypatch):
+    """A chunk's rows fetched in groups of sequences, each group's sums carried into the
+    next, add what numpy's sum over all the chunk's float64 rows adds, in its order:
+    plain, squared deviations, weighted, both; the count (rows, or their weight) too.
+    For one column (summed pairwise by numpy), rows that come non-contiguous, groups of
+    one sequence or one row and more."""
     if block:
         monkeypatch.setattr(_inputs, "_BLOCK_BYTES", block * cols * 8)
-    rng = np.random.default_rng(rows * cols)
-    big = rng.normal(size=(rows, cols)) * np.exp(rng.normal(size=(rows, cols)) * 4)
-    R = (big * 50).astype(dtype) if dtype == np.int16 else big.astype(dtype)
-    R[0, 0] = -0.0 if dtype != np.int16 else R[0, 0]
+    rng = np.random.default_rng(n_seqs * cols)
+    lengths = rng.integers(1, 9, size=n_seqs)
+    idx = rng.permutation(np.repeat(np.arange(n_seqs), 2))[:max(1, n_seqs)]
     mean = rng.normal(size=cols) * 3
-    w = rng.uniform(0, 3, size=rows)
-    for Rv in (R, np.asfortranarray(R), R[::-1]):
-        X = Rv.astype(np.float64)
+    w = rng.uniform(0, 3, size=len(idx))
+    for order in ("C", "F"):
+        get_rows, rows = rows_source(lengths, cols, dtype, n_seqs, order)
+        X = get_rows(idx)[0].astype(np.float64)
+        wr = np.repeat(w, lengths[idx])
         for m, ww in ((None, None), (mean, None), (None, w), (mean, w)):
             plain = X if m is None else (X - m) ** 2
-            plain = plain if ww is None else plain * ww[:, None]
-            got = _inputs._column_sums(Rv, m, ww)
-            np.testing.assert_array_equal(got, plain.sum(axis=0))
-            assert np.array_equal(np.signbit(got), np.signbit(plain.sum(axis=0)))
-    # an all -0.0 column keeps its sign, as numpy's sum does
-    Z = np.full((rows, cols), -0.0)
-    assert np.signbit(_inputs._column_sums(Z)).all() == np.signbit(Z.sum(axis=0)).all()
+            plain = plain if ww is None else plain * wr[:, None]
+            sums, count = _inputs._chunk_sums(get_rows, idx, ww, m)
+            np.testing.assert_array_equal(sums, plain.sum(axis=0))
+            np.testing.assert_array_equal(np.signbit(sums), np.signbit(plain.sum(axis=0)))
+            assert count == (float(len(X)) if ww is None else float(wr.sum()))
 
 
 @pytest.mark.parametrize("full", [True, False], ids=["full-length", "ragged"])
@@ -179,25 +190,18 @@ def test_full_length_step_rows_are_a_reshape_equal_to_the_masked_rows():
 
 
 @pytest.mark.parametrize("full", [True, False], ids=["full-length", "ragged"])
-@pytest.mark.parametrize("budget", [None, 0, "first chunk"],
-                         ids=["kept", "fetched twice", "partly kept"])
-@pytest.mark.parametrize("block", [None, 70], ids=["one block", "blocks of 70 rows"])
-def test_integer_weights_give_the_bits_of_materialised_rows(full, budget, block,
-                                                            monkeypatch):
+@pytest.mark.parametrize("block", [None, 70, 1], ids=["1 MB groups", "groups of ~70 rows",
+                                                      "one sequence a group"])
+def test_integer_weights_give_the_bits_of_materialised_rows(full, block, monkeypatch):
     """Virtual repetitions (repeated entries of index) give bitwise the moments of the
     sequences materialised and repeated, across chunk boundaries (sum of the weights
-    above 1024), whatever part of the rows is kept between the passes, and however
-    the column sums block the rows."""
+    above 1024), however the rows are grouped on their way to the sums."""
     if block:
         monkeypatch.setattr(_inputs, "_BLOCK_BYTES", block * 3 * 8)
     seqs = sequences(700, full)
     sw = np.random.default_rng(2).integers(0, 5, size=len(seqs)).astype(float)
     index = virtual_index(sw)
     assert len(index) > 1024
-    if budget == "first chunk":
-        budget = int(seqs.lengths[index[:1024]].sum()) * 3 * 4
-    if budget is not None:
-        monkeypatch.setattr(_inputs, "_KEEP_BYTES", budget)
     virtual = row_moments(seqs.step_rows, index)
     listed = [seqs.values[i, :seqs.lengths[i]] for i in index]
     rep = read_X(np.stack(listed) if full else listed, np.dtype(np.float32))

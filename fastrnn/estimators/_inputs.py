@@ -427,8 +427,7 @@ def _all_identical(seqs, Y, per_step, a, b):
     return True
 
 
-_KEEP_BYTES = 64 << 20    # rows row_moments keeps from its first pass for its second
-_BLOCK_BYTES = 1 << 18    # float64 rows _column_sums widens at a time
+_BLOCK_BYTES = 1 << 20    # float64 rows row_moments widens and sums at a time
 
 
 def row_moments(get_rows, index, weights=None):
@@ -440,67 +439,84 @@ def row_moments(get_rows, index, weights=None):
 
     The sums run over fixed chunks of `index` in its order, so the result is a
     deterministic function of the list of rows: virtual repetitions (repeated entries of
-    `index`) give bitwise what the rows materialised and repeated give. The rows of the
-    first chunks (up to _KEEP_BYTES) are kept from the first pass for the second."""
+    `index`) give bitwise what the rows materialised and repeated give. Each chunk's
+    sums are those of numpy's sum over all its rows at once (see _chunk_sums), though
+    its rows are fetched and widened a group of sequences at a time."""
     index = np.asarray(index, dtype=np.int64)
     chunk = 1024
-    kept = []
-    held = 0
     mean = None
     for second in (False, True):
         acc, cnt = 0.0, 0.0
-        for c, s in enumerate(range(0, len(index), chunk)):
-            if c < len(kept):
-                R, per_seq = kept[c]
-            else:
-                R, per_seq = get_rows(index[s:s + chunk])
-                R = np.asarray(R)
-                if not second and c == len(kept) and held + R.nbytes <= _KEEP_BYTES:
-                    kept.append((R, per_seq))
-                    held += R.nbytes
-            wr = None
-            if weights is not None:
-                wr = np.repeat(np.asarray(weights[s:s + chunk], dtype=np.float64), per_seq)
-            acc = acc + _column_sums(R, mean if second else None, wr)
-            cnt += float(R.shape[0]) if wr is None else float(wr.sum())
+        for s in range(0, len(index), chunk):
+            w = None if weights is None else np.asarray(weights[s:s + chunk], np.float64)
+            sums, count = _chunk_sums(get_rows, index[s:s + chunk], w,
+                                      mean if second else None)
+            acc = acc + sums
+            cnt += count
         if second:
             return mean, np.sqrt(acc / cnt)
         mean = acc / cnt
 
 
-def _column_sums(R, mean=None, w=None):
-    """Column sums of the rows of R widened to float64 — of (R - mean) ** 2 with `mean`,
-    each row times w[row] with `w` — bit for bit as the plain expression
-    (R.astype(float64) [- mean] [** 2] [* w[:, None]]).sum(axis=0) gives them.
+def _chunk_sums(get_rows, idx, w=None, mean=None):
+    """Column sums over the rows R of the sequences idx (all their rows, in order), and
+    their count, bit for bit as the plain expressions
+        X = R.astype(float64) [- mean] [** 2] [* wr[:, None]];  X.sum(axis=0)
+        len(R), or wr.sum() with wr = np.repeat(w, rows per sequence)
+    give them (the square with `mean`, the weights with `w`).
 
     With two or more columns numpy adds the rows of a C-contiguous array one after the
-    other, so the rows can go through a small buffer, a block at a time, the running
-    sums carried as the block's first row: no float64 copy of R (and none of its page
-    faults), each block summed while in cache. One column (numpy then sums pairwise) or
-    other layouts take the plain expression."""
-    n, k = R.shape
-    step = max(1, _BLOCK_BYTES // (8 * max(k, 1)))
-    if k < 2 or n <= step or not R.flags.c_contiguous:
-        X = R.astype(np.float64)
-        if mean is not None:
-            X = np.square(np.subtract(X, mean, out=X), out=X)
-        if w is not None:
-            X = np.multiply(X, w[:, None], out=X)
-        return X.sum(axis=0)
-    buf = np.empty((step + 1, k))
-    sums = None
-    for s in range(0, n, step):
-        m = min(step, n - s)
+    other, so the rows can come a group of sequences at a time (about _BLOCK_BYTES of
+    float64 rows) into a small float64 buffer, the running sums carried in as the
+    group's first row: no copy of the chunk's rows in either dtype (nor their page
+    faults), each group summed while in cache. One column (numpy then sums pairwise)
+    or other layouts take the plain expressions over the whole chunk."""
+    R, per_seq = get_rows(idx[:8])
+    R = np.asarray(R)
+    if R.ndim != 2 or R.shape[1] < 2 or not R.flags.c_contiguous:
+        return _plain_sums(*get_rows(idx), w, mean)
+    k = R.shape[1]
+    target = max(1, _BLOCK_BYTES // (8 * k))              # rows per group
+    buf = np.empty((1, k))
+    sums, counts, start, rows = None, [per_seq], 0, 0
+    while True:
+        m = len(R)
+        if len(buf) < m + 1:
+            buf = np.empty((m + 1, k))
         block = buf[1:m + 1]
-        block[...] = R[s:s + m]
+        block[...] = R
         if mean is not None:
             np.subtract(block, mean, out=block)
             np.square(block, out=block)
         if w is not None:
-            np.multiply(block, w[s:s + m, None], out=block)
+            wr = np.repeat(w[start:start + len(per_seq)], per_seq)
+            np.multiply(block, wr[:, None], out=block)
         if sums is None:
             sums = block.sum(axis=0)
         else:
             buf[0] = sums
             sums = buf[:m + 1].sum(axis=0)
-    return sums
+        start += len(per_seq)
+        rows += m
+        if start >= len(idx):
+            break
+        # the next group: about `target` rows, from the rows per sequence seen so far
+        g = max(1, target * start // max(rows, 1))
+        R, per_seq = get_rows(idx[start:start + g])
+        R = np.asarray(R)
+        if not R.flags.c_contiguous:
+            return _plain_sums(*get_rows(idx), w, mean)
+        counts.append(per_seq)
+    if w is None:
+        return sums, float(rows)
+    return sums, float(np.repeat(w, np.concatenate(counts)).sum())
+
+
+def _plain_sums(R, per_seq, w, mean):
+    X = np.asarray(R).astype(np.float64)
+    if mean is not None:
+        X = np.square(np.subtract(X, mean, out=X), out=X)
+    if w is None:
+        return X.sum(axis=0), float(X.shape[0])
+    wr = np.repeat(w, per_seq)
+    return np.multiply(X, wr[:, None], out=X).sum(axis=0), float(wr.sum())
