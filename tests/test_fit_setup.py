@@ -109,6 +109,8 @@ def rows_source(lengths, cols, dtype, seed, order="C"):
 
     def get_rows(idx):
         picked = rows[rows_of(starts[idx], lengths[idx])]
+        if order == "C-then-F":       # the layout changes with the size of the request
+            return np.asarray(picked, order="C" if len(idx) <= 8 else "F"), lengths[idx]
         return np.asarray(picked, order=order), lengths[idx]
     return get_rows, rows
 
@@ -123,7 +125,8 @@ def test_chunk_sums_are_the_plain_expression_bit_for_bit(cols, n_seqs, block, dt
     next, add what numpy's sum over all the chunk's float64 rows adds, in its order:
     plain, squared deviations, weighted, both; the count (rows, or their weight) too.
     For one column (summed pairwise by numpy), rows that come non-contiguous, groups of
-    one sequence or one row and more."""
+    one sequence or one row and more. Rows in another layout (numpy would sum those of
+    an F-ordered array pairwise) give the sums of their C-ordered copy."""
     if block:
         monkeypatch.setattr(_inputs, "_BLOCK_BYTES", block * cols * 8)
     rng = np.random.default_rng(n_seqs * cols)
@@ -131,9 +134,9 @@ def test_chunk_sums_are_the_plain_expression_bit_for_bit(cols, n_seqs, block, dt
     idx = rng.permutation(np.repeat(np.arange(n_seqs), 2))[:max(1, n_seqs)]
     mean = rng.normal(size=cols) * 3
     w = rng.uniform(0, 3, size=len(idx))
-    for order in ("C", "F"):
+    for order in ("C", "F", "C-then-F"):
         get_rows, rows = rows_source(lengths, cols, dtype, n_seqs, order)
-        X = get_rows(idx)[0].astype(np.float64)
+        X = get_rows(idx)[0].astype(np.float64, order="C")
         wr = np.repeat(w, lengths[idx])
         for m, ww in ((None, None), (mean, None), (None, w), (mean, w)):
             plain = X if m is None else (X - m) ** 2

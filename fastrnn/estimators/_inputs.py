@@ -463,17 +463,19 @@ def _chunk_sums(get_rows, idx, w=None, mean=None):
     their count, bit for bit as the plain expressions
         X = R.astype(float64) [- mean] [** 2] [* wr[:, None]];  X.sum(axis=0)
         len(R), or wr.sum() with wr = np.repeat(w, rows per sequence)
-    give them (the square with `mean`, the weights with `w`).
+    give them (the square with `mean`, the weights with `w`), for C-ordered rows R (as
+    every get_rows of fit returns them; the sums of other layouts are those of their
+    C-ordered copy).
 
     With two or more columns numpy adds the rows of a C-contiguous array one after the
     other, so the rows can come a group of sequences at a time (about _BLOCK_BYTES of
     float64 rows) into a small float64 buffer, the running sums carried in as the
     group's first row: no copy of the chunk's rows in either dtype (nor their page
     faults), each group summed while in cache. One column (numpy then sums pairwise)
-    or other layouts take the plain expressions over the whole chunk."""
+    takes the plain expressions over the whole chunk."""
     R, per_seq = get_rows(idx[:8])
     R = np.asarray(R)
-    if R.ndim != 2 or R.shape[1] < 2 or not R.flags.c_contiguous:
+    if R.ndim != 2 or R.shape[1] < 2:
         return _plain_sums(*get_rows(idx), w, mean)
     k = R.shape[1]
     target = max(1, _BLOCK_BYTES // (8 * k))              # rows per group
@@ -504,8 +506,6 @@ def _chunk_sums(get_rows, idx, w=None, mean=None):
         g = max(1, target * start // max(rows, 1))
         R, per_seq = get_rows(idx[start:start + g])
         R = np.asarray(R)
-        if not R.flags.c_contiguous:
-            return _plain_sums(*get_rows(idx), w, mean)
         counts.append(per_seq)
     if w is None:
         return sums, float(rows)
@@ -513,7 +513,7 @@ def _chunk_sums(get_rows, idx, w=None, mean=None):
 
 
 def _plain_sums(R, per_seq, w, mean):
-    X = np.asarray(R).astype(np.float64)
+    X = np.asarray(R).astype(np.float64, order="C")
     if mean is not None:
         X = np.square(np.subtract(X, mean, out=X), out=X)
     if w is None:
