@@ -393,6 +393,10 @@ class RecurrentEstimator:
             if seqs.values.dtype != dtype:
                 seqs.values = ((seqs.values - mean) / scale).astype(dtype, copy=False)
                 return seqs
+            # mean and scale repeated over the steps: the loops run over whole sequences
+            steps = seqs.values.shape[1:]
+            mean = np.broadcast_to(mean, steps).copy()
+            scale = np.broadcast_to(scale, steps).copy()
             out = np.empty(seqs.values.shape, dtype=dtype)
             np.subtract(seqs.values, mean, out=out)
             seqs.values = np.divide(out, scale, out=out)
