@@ -10,8 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from fastrnn import LSTMClassifier, LSTMSequenceRegressor, RNNTagger
-from fastrnn.estimators import _inputs, _training
+from fastrnn import (GRUClassifier, LSTMClassifier, LSTMSequenceRegressor,
+                     RNNRegressor, RNNTagger)
+from fastrnn.estimators import _base, _inputs, _training
+from fastrnn.estimators._network import SequenceModel
 from fastrnn.estimators._inputs import read_X, row_moments, rows_of, virtual_index
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -266,6 +268,11 @@ def first_batch_probe(monkeypatch, est):
     seen = {}
     orig_batch = _training.TrainingData.batch
     orig_report = _training._report_divergence
+    orig_train = _training.train_epochs
+
+    def train_epochs(est_, data, tr, *a):
+        seen.setdefault("tr", (data, tr.copy()))
+        return orig_train(est_, data, tr, *a)
 
     def batch(self, b):
         out = orig_batch(self, b)
@@ -277,27 +284,50 @@ def first_batch_probe(monkeypatch, est):
         return orig_report(est_, start, losses, best)
     monkeypatch.setattr(_training.TrainingData, "batch", batch)
     monkeypatch.setattr(_training, "_report_divergence", report)
+    monkeypatch.setattr(_base, "train_epochs", train_epochs)
     return seen
 
 
-@pytest.mark.parametrize("cls,kw", [
+INITIAL_LOSS_CASES = [
     (LSTMClassifier, {}),
     (LSTMClassifier, dict(num_layers=2, dropout=0.5)),
     (RNNTagger, dict(num_layers=2, dropout=0.3, bidirectional=True)),
+    (LSTMClassifier, dict(shuffle=False)),
+    (LSTMClassifier, dict(shuffle=False, num_layers=2, dropout=0.5)),
     (LSTMSequenceRegressor, dict(shuffle=False)),
-], ids=["no-dropout", "dropout", "tagger-dropout", "per-step-regressor"])
+    (GRUClassifier, dict(shuffle=False, bidirectional=True, num_layers=2)),
+    (RNNRegressor, dict(shuffle=False, dtype="float64")),
+    (GRUClassifier, dict(shuffle=False, embedding_dim=4)),
+]
+INITIAL_LOSS_IDS = ["shuffled", "shuffled-dropout", "tagger-dropout", "in-order",
+                    "in-order-dropout", "in-order-per-step", "in-order-gru-bidir-2-layers",
+                    "in-order-rnn-float64", "in-order-tokens"]
+
+
+def initial_loss_data(cls, kw):
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 9, 50)
+    if kw.get("embedding_dim"):
+        X = [rng.integers(0, 20, size=int(t)) for t in lengths]
+        return X, np.array([int(x.sum() > 9 * len(x)) for x in X])
+    X = [rng.normal(size=(int(t), 3)).astype(np.float32) for t in lengths]
+    if cls is RNNTagger:
+        return X, [(np.cumsum(x[:, 0]) > 0).astype(int) for x in X]
+    if cls is LSTMSequenceRegressor:
+        return X, [np.cumsum(x[:, :2], axis=0) for x in X]
+    if cls._is_classifier:
+        return X, np.array([int(x[:, 0].sum() > 0) for x in X])
+    return X, np.array([x[:, 0].sum() for x in X])
+
+
+@pytest.mark.parametrize("cls,kw", INITIAL_LOSS_CASES, ids=INITIAL_LOSS_IDS)
 def test_initial_loss_is_the_inference_loss_of_the_first_batch(cls, kw, monkeypatch):
     """The loss the divergence check starts from is the loss of the initial weights on
-    the first batch the fit trains on, in inference mode (no dropout), whether taken
-    from that batch's training forward (no dropout acts) or from a forward of its own."""
-    rng = np.random.default_rng(0)
-    X = [rng.normal(size=(int(t), 3)).astype(np.float32) for t in rng.integers(2, 9, 50)]
-    if cls is LSTMClassifier:
-        y = np.array([int(x[:, 0].sum() > 0) for x in X])
-    elif cls is RNNTagger:
-        y = [(np.cumsum(x[:, 0]) > 0).astype(int) for x in X]
-    else:
-        y = [np.cumsum(x[:, :2], axis=0) for x in X]
+    the first batch of the training sequences, tr[:batch_size], in inference mode (no
+    dropout), bit for bit: whether computed by a forward of its own or, without
+    shuffling or dropout, taken from the first training batch (which is then that
+    batch, and whose training forward is then the inference forward)."""
+    X, y = initial_loss_data(cls, kw)
     m = cls(hidden_size=6, batch_size=8, max_epochs=2, random_state=0, **kw)
     seen = first_batch_probe(monkeypatch, m)
     snaps = record_snapshots(monkeypatch)
@@ -306,10 +336,35 @@ def test_initial_loss_is_the_inference_loss_of_the_first_batch(cls, kw, monkeypa
     for k, v in ref.model_.params().items():
         v[...] = snaps[0][k]                          # the weights fit started from
     xb, lb, yb, wb = seen["batch"]
-    assert len(lb) == 8
+    data, tr = seen["tr"]
+    for got, want in zip(seen["batch"], data.batch(tr[:8])):     # the batch tr[:8]
+        np.testing.assert_array_equal(got, want)
+    if not m.shuffle:                                 # fit's order is that of X
+        np.testing.assert_array_equal(lb, [len(x) for x in X[:8]])
     loss = ref._loss(ref.model_.forward(xb, lb, False, 1), yb, wb, 1)[0]
     assert np.isfinite(loss) and seen["start"] == float(loss)
     if kw.get("dropout"):
         # the distinction is real here: a training forward draws dropout masks
         train_loss = ref._loss(ref.model_.forward(xb, lb, True, 1), yb, wb, 1)[0]
         assert train_loss != loss
+
+
+@pytest.mark.parametrize("kw,inference_forwards", [
+    (dict(), 1), (dict(shuffle=False), 0), (dict(shuffle=False, num_layers=2, dropout=0.5), 1),
+    (dict(shuffle=False, num_layers=2), 0)])
+def test_the_first_training_batch_gives_the_initial_loss_when_it_can(kw, inference_forwards,
+                                                                     monkeypatch):
+    """Without shuffling or dropout, fit runs no inference forward for its initial loss:
+    the first training batch's loss is it. Otherwise one inference forward runs."""
+    X, y = initial_loss_data(LSTMClassifier, kw)
+    m = LSTMClassifier(hidden_size=6, batch_size=8, max_epochs=2, random_state=0, **kw)
+    calls = []
+    orig = SequenceModel.forward
+
+    def forward(self, xb, lengths, training, *a, **k):
+        calls.append(training)
+        return orig(self, xb, lengths, training, *a, **k)
+    monkeypatch.setattr(SequenceModel, "forward", forward)
+    m.fit(X, y)
+    assert calls.count(False) == inference_forwards
+    assert calls.count(True) == 2 * 7                 # 2 epochs of 7 batches

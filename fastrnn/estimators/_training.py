@@ -80,10 +80,15 @@ def train_epochs(est, data, tr, va, epochs, incremental):
 def _train_epochs(est, data, tr, va, epochs, incremental):
     bs = min(int(est.batch_size), len(tr))
     first_epoch = est.n_iter_
-    # the initial loss (see _initial_loss), measured by the first epoch on its first batch
-    start = None
-    initial = None if incremental else []
-    best = None if incremental else (np.inf, snapshot(est), 0)   # (loss, weights, epoch)
+    # the initial loss (see _initial_loss); `initial`: a list the first epoch's first
+    # batch puts it in, when that batch's training forward is the inference forward
+    start, initial = None, None
+    if not incremental:
+        if est.shuffle or _dropout_acts(est):
+            start = _initial_loss(est, data, tr[:bs])
+        else:
+            initial = []
+    best = None if incremental else (start, snapshot(est), 0)   # (loss, weights, epoch)
     spare = None    # the snapshot before last_good: its arrays are reused
     for _ in range(epochs):
         t0 = time.perf_counter()
@@ -93,13 +98,13 @@ def _train_epochs(est, data, tr, va, epochs, incremental):
         # last completed epoch: weights, optimizer state, counters.
         try:
             last_good = snapshot(est, training_state=True, into=spare)
-            epoch_loss = _run_batches(est, data, tr, bs, initial if start is None else None)
+            epoch_loss = _run_batches(est, data, tr, bs, initial)
             if epoch_loss is None or not all(np.isfinite(v).all()
                                              for v in est.model_.params().values()):
                 _diverged(est, last_good)
                 return
-            if start is None and initial:
-                start = initial[0]
+            if initial:
+                start, initial = initial[0], None
                 best = (start,) + best[1:]
             est.loss_curve_.append(epoch_loss)
             est.n_iter_ += 1
@@ -126,9 +131,15 @@ def _train_epochs(est, data, tr, va, epochs, incremental):
 DIVERGENCE_FACTOR = 2.0   # a fit whose last epoch's loss is this many times the start's
 
 
-def _initial_loss(est, xb, lb, yb, wb, nt):
-    """The loss of the model as the fit starts, on the first batch it trains on (in the
-    first epoch's order), in inference mode (no dropout, no random draw)."""
+def _initial_loss(est, data, b):
+    """The loss of the model as the fit starts, on the first batch of its training
+    sequences, b = tr[:batch_size] (inference mode: no dropout, no random draw).
+
+    Without shuffling that is the first batch the first epoch trains on, and without
+    dropout between layers its training forward is this inference forward, bit for bit:
+    then _run_batches hands over that batch's loss instead (no forward of its own)."""
+    xb, lb, yb, wb = data.batch(b)
+    nt = est._n_threads()
     with np.errstate(over="ignore", invalid="ignore"):
         loss = est._loss(est.model_.forward(xb, lb, False, nt), yb, wb, nt)[0]
     return float(loss) if np.isfinite(loss) else np.inf
@@ -166,8 +177,9 @@ def _report_divergence(est, start, losses, best):
 def _run_batches(est, data, tr, bs, initial=None):
     """One pass over the sequences `tr` in mini-batches: their mean loss (weighted by
     the rows' weights), or None as soon as the loss of a batch is NaN or infinite (that
-    batch is not applied). `initial`: None, or a list to which the initial loss (see
-    _initial_loss) is appended, from the first batch before it is applied."""
+    batch is not applied). `initial`: None, or a list to which the loss of the first
+    batch is appended (before it is applied): the initial loss when the caller knows
+    that batch's training forward to be the inference forward of _initial_loss."""
     order = est._rng_.permutation(tr) if est.shuffle else tr
     params = est.model_.params()
     clip = None if est.clip_grad_norm is None else float(est.clip_grad_norm)
@@ -179,13 +191,9 @@ def _run_batches(est, data, tr, bs, initial=None):
             nt = est._n_threads()
             b = order[bi * bs:(bi + 1) * bs]
             xb, lb, yb, wb = data.batch(b)
-            if initial is not None and bi == 0 and _dropout_acts(est):
-                initial.append(_initial_loss(est, xb, lb, yb, wb, nt))
             out = est.model_.forward(xb, lb, True, nt)
             loss, d_out = est._loss(out, yb, wb, nt)
             if initial is not None and not initial:
-                # without dropout this training forward is the inference forward of
-                # the initial weights, bit for bit: its loss is the initial loss
                 initial.append(float(loss) if math.isfinite(loss) else math.inf)
             if not math.isfinite(loss):
                 return None
