@@ -358,9 +358,8 @@ class RecurrentEstimator:
         """The vocabulary (token input) or the feature scaling (float input), from the
         valid steps of the training sequences `index` (virtual repetitions for integer
         weights), weighted by `weights` (non-integer weights) when given."""
-        valid = np.arange(seqs.steps) < seqs.lengths[:, None]
         if seqs.tokens:
-            ids = seqs.values[valid]
+            ids = seqs.values[np.arange(seqs.steps) < seqs.lengths[:, None]]
             V = int(self.vocab_size) if self.vocab_size is not None else int(ids.max()) + 1
             if V > _MAX_VOCAB:
                 raise ValueError(f"X holds token id {V - 1}; ids above {_MAX_VOCAB - 1} "
@@ -375,13 +374,7 @@ class RecurrentEstimator:
         if not self.scale_inputs:
             self.x_mean_ = self.x_scale_ = None
             return
-
-        def steps_of(idx):
-            lb = seqs.lengths[idx]
-            v = seqs.values[idx]
-            return v[np.arange(seqs.steps) < lb[:, None]].astype(np.float64), lb
-
-        self.x_mean_, std = row_moments(steps_of, index, weights)
+        self.x_mean_, std = row_moments(seqs.step_rows, index, weights)
         self.x_scale_ = np.where(std > 1e-12 * np.maximum(1.0, np.abs(self.x_mean_)), std, 1.0)
 
     def _transform_inputs(self, seqs):
@@ -393,9 +386,20 @@ class RecurrentEstimator:
             known = inside & self.known_tokens_[np.where(inside, ids, 0)]
             seqs.values = np.where(known, ids, V).astype(np.int64)
         elif self.x_mean_ is not None:
+            # (values - mean) / scale in the dtype (read_X gave values that dtype), into
+            # one new array (values may be the caller's X) instead of two temporaries
             dtype = np.dtype(self.dtype)
-            seqs.values = ((seqs.values - self.x_mean_.astype(dtype))
-                           / self.x_scale_.astype(dtype)).astype(dtype, copy=False)
+            mean, scale = self.x_mean_.astype(dtype), self.x_scale_.astype(dtype)
+            if seqs.values.dtype != dtype:
+                seqs.values = ((seqs.values - mean) / scale).astype(dtype, copy=False)
+                return seqs
+            # mean and scale repeated over the steps: the loops run over whole sequences
+            steps = seqs.values.shape[1:]
+            mean = np.broadcast_to(mean, steps).copy()
+            scale = np.broadcast_to(scale, steps).copy()
+            out = np.empty(seqs.values.shape, dtype=dtype)
+            np.subtract(seqs.values, mean, out=out)
+            seqs.values = np.divide(out, scale, out=out)
         return seqs
 
     def _row_weights(self, sw, seqs):

@@ -42,6 +42,16 @@ class Sequences:
     def subset(self, idx):
         return Sequences(self.values[idx], self.lengths[idx], self.kind, self.tokens)
 
+    def step_rows(self, idx):
+        """The valid steps of the sequences idx as rows (sum of their lengths, F), sample
+        after sample, and their lengths: a reshape of the gathered values when none of
+        them is padded, else the values under the mask of valid steps."""
+        lb = self.lengths[idx]
+        v = self.values[idx]
+        if len(lb) and lb.min() == self.steps:
+            return v.reshape(-1, v.shape[2]), lb
+        return v[np.arange(self.steps) < lb[:, None]], lb
+
 
 def _as_float_array(a, name, dtype):
     a = np.asarray(a) if not isinstance(a, np.ndarray) else a
@@ -327,11 +337,10 @@ def _mix(h):
 
 
 def _as_words(a):
-    """Rows of a 2-D array as uint64 words of their bits."""
+    """Rows of a 2-D array as unsigned words of their bits (uint64 for 8-byte items, else
+    the unsigned type of the item's size: a product with uint64 widens them exactly)."""
     a = np.ascontiguousarray(a)
-    if a.dtype.itemsize == 8:
-        return a.view(np.uint64)
-    return a.view(np.dtype(f"u{a.dtype.itemsize}")).astype(np.uint64)
+    return a.view(np.dtype(f"u{a.dtype.itemsize}"))
 
 
 def _row_hash(a):
@@ -346,8 +355,9 @@ def _row_hash(a):
             h = np.zeros(w.shape[0], dtype=np.uint64)
             for c0 in range(0, cols, len(_MIX)):
                 block = w[:, c0:c0 + len(_MIX)]
-                h = _mix(h + (block * _MIX[:block.shape[1]]).sum(axis=1, dtype=np.uint64)
-                         + np.uint64(c0))
+                # sum of the products mod 2**64 (any order: integers), no product array
+                dot = np.einsum("ij,j->i", block, _MIX[:block.shape[1]], dtype=np.uint64)
+                h = _mix(h + dot + np.uint64(c0))
             out[s:s + step] = h
     return out
 
@@ -417,31 +427,96 @@ def _all_identical(seqs, Y, per_step, a, b):
     return True
 
 
+_BLOCK_BYTES = 1 << 20    # float64 rows row_moments widens and sums at a time
+
+
 def row_moments(get_rows, index, weights=None):
     """Mean and standard deviation (float64, per column) of the rows of the sequences
     `index`, each sequence counted once per entry of `index`, or weighted by `weights`
-    (one per entry). get_rows(idx) -> ((m, k) float64 rows of the sequences idx in
-    order, rows per sequence (len(idx),)).
+    (one per entry). get_rows(idx) -> ((m, k) rows of the sequences idx in order (any
+    real dtype: widened to float64 exactly; never written), rows per sequence
+    (len(idx),)).
 
     The sums run over fixed chunks of `index` in its order, so the result is a
     deterministic function of the list of rows: virtual repetitions (repeated entries of
-    `index`) give bitwise what the rows materialised and repeated give."""
+    `index`) give bitwise what the rows materialised and repeated give. Each chunk's
+    sums are those of numpy's sum over all its rows at once (see _chunk_sums), though
+    its rows are fetched and widened a group of sequences at a time."""
     index = np.asarray(index, dtype=np.int64)
     chunk = 1024
     mean = None
     for second in (False, True):
         acc, cnt = 0.0, 0.0
         for s in range(0, len(index), chunk):
-            R, per_seq = get_rows(index[s:s + chunk])
-            if second:
-                R = (R - mean) ** 2
-            if weights is None:
-                acc = acc + R.sum(axis=0)
-                cnt += float(R.shape[0])
-            else:
-                wr = np.repeat(np.asarray(weights[s:s + chunk], dtype=np.float64), per_seq)
-                acc = acc + (R * wr[:, None]).sum(axis=0)
-                cnt += float(wr.sum())
+            w = None if weights is None else np.asarray(weights[s:s + chunk], np.float64)
+            sums, count = _chunk_sums(get_rows, index[s:s + chunk], w,
+                                      mean if second else None)
+            acc = acc + sums
+            cnt += count
         if second:
             return mean, np.sqrt(acc / cnt)
         mean = acc / cnt
+
+
+def _chunk_sums(get_rows, idx, w=None, mean=None):
+    """Column sums over the rows R of the sequences idx (all their rows, in order), and
+    their count, bit for bit as the plain expressions
+        X = R.astype(float64) [- mean] [** 2] [* wr[:, None]];  X.sum(axis=0)
+        len(R), or wr.sum() with wr = np.repeat(w, rows per sequence)
+    give them (the square with `mean`, the weights with `w`), for C-ordered rows R (as
+    every get_rows of fit returns them; the sums of other layouts are those of their
+    C-ordered copy).
+
+    With two or more columns numpy adds the rows of a C-contiguous array one after the
+    other, so the rows can come a group of sequences at a time (about _BLOCK_BYTES of
+    float64 rows) into a small float64 buffer, the running sums carried in as the
+    group's first row: no copy of the chunk's rows in either dtype (nor their page
+    faults), each group summed while in cache. One column (numpy then sums pairwise)
+    takes the plain expressions over the whole chunk."""
+    R, per_seq = get_rows(idx[:8])
+    R = np.asarray(R)
+    if R.ndim != 2 or R.shape[1] < 2:
+        return _plain_sums(*get_rows(idx), w, mean)
+    k = R.shape[1]
+    target = max(1, _BLOCK_BYTES // (8 * k))              # rows per group
+    buf = np.empty((1, k))
+    sums, counts, start, rows = None, [per_seq], 0, 0
+    while True:
+        m = len(R)
+        if len(buf) < m + 1:
+            buf = np.empty((m + 1, k))
+        block = buf[1:m + 1]
+        block[...] = R
+        if mean is not None:
+            np.subtract(block, mean, out=block)
+            np.square(block, out=block)
+        if w is not None:
+            wr = np.repeat(w[start:start + len(per_seq)], per_seq)
+            np.multiply(block, wr[:, None], out=block)
+        if sums is None:
+            sums = block.sum(axis=0)
+        else:
+            buf[0] = sums
+            sums = buf[:m + 1].sum(axis=0)
+        start += len(per_seq)
+        rows += m
+        if start >= len(idx):
+            break
+        # the next group: about `target` rows, from the rows per sequence seen so far
+        g = max(1, target * start // max(rows, 1))
+        R, per_seq = get_rows(idx[start:start + g])
+        R = np.asarray(R)
+        counts.append(per_seq)
+    if w is None:
+        return sums, float(rows)
+    return sums, float(np.repeat(w, np.concatenate(counts)).sum())
+
+
+def _plain_sums(R, per_seq, w, mean):
+    X = np.asarray(R).astype(np.float64, order="C")
+    if mean is not None:
+        X = np.square(np.subtract(X, mean, out=X), out=X)
+    if w is None:
+        return X.sum(axis=0), float(X.shape[0])
+    wr = np.repeat(w, per_seq)
+    return np.multiply(X, wr[:, None], out=X).sum(axis=0), float(wr.sum())

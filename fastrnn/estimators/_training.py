@@ -80,7 +80,14 @@ def train_epochs(est, data, tr, va, epochs, incremental):
 def _train_epochs(est, data, tr, va, epochs, incremental):
     bs = min(int(est.batch_size), len(tr))
     first_epoch = est.n_iter_
-    start = None if incremental else _initial_loss(est, data, tr[:bs])
+    # the initial loss (see _initial_loss); `initial`: a list the first epoch's first
+    # batch puts it in, when that batch's training forward is the inference forward
+    start, initial = None, None
+    if not incremental:
+        if est.shuffle or _dropout_acts(est):
+            start = _initial_loss(est, data, tr[:bs])
+        else:
+            initial = []
     best = None if incremental else (start, snapshot(est), 0)   # (loss, weights, epoch)
     spare = None    # the snapshot before last_good: its arrays are reused
     for _ in range(epochs):
@@ -91,11 +98,14 @@ def _train_epochs(est, data, tr, va, epochs, incremental):
         # last completed epoch: weights, optimizer state, counters.
         try:
             last_good = snapshot(est, training_state=True, into=spare)
-            epoch_loss = _run_batches(est, data, tr, bs)
+            epoch_loss = _run_batches(est, data, tr, bs, initial)
             if epoch_loss is None or not all(np.isfinite(v).all()
                                              for v in est.model_.params().values()):
                 _diverged(est, last_good)
                 return
+            if initial:
+                start, initial = initial[0], None
+                best = (start,) + best[1:]
             est.loss_curve_.append(epoch_loss)
             est.n_iter_ += 1
             if not incremental and epoch_loss < best[0]:
@@ -122,8 +132,12 @@ DIVERGENCE_FACTOR = 2.0   # a fit whose last epoch's loss is this many times the
 
 
 def _initial_loss(est, data, b):
-    """The loss of the model as the fit starts, on its first batch (inference mode: no
-    dropout, no random draw)."""
+    """The loss of the model as the fit starts, on the first batch of its training
+    sequences, b = tr[:batch_size] (inference mode: no dropout, no random draw).
+
+    Without shuffling that is the first batch the first epoch trains on, and without
+    dropout between layers its training forward is this inference forward, bit for bit:
+    then _run_batches hands over that batch's loss instead (no forward of its own)."""
     xb, lb, yb, wb = data.batch(b)
     nt = est._n_threads()
     with np.errstate(over="ignore", invalid="ignore"):
@@ -131,8 +145,14 @@ def _initial_loss(est, data, b):
     return float(loss) if np.isfinite(loss) else np.inf
 
 
+def _dropout_acts(est):
+    """Whether a training forward draws dropout masks (between recurrent layers)."""
+    rnn = est.model_.rnn
+    return rnn.dropout > 0 and rnn.num_layers > 1
+
+
 def _ended_far_above(start, losses):
-    return len(losses) >= 1 and losses[-1] > DIVERGENCE_FACTOR * start
+    return start is not None and len(losses) >= 1 and losses[-1] > DIVERGENCE_FACTOR * start
 
 
 def _report_divergence(est, start, losses, best):
@@ -154,10 +174,12 @@ def _report_divergence(est, start, losses, best):
                   RuntimeWarning, stacklevel=7)
 
 
-def _run_batches(est, data, tr, bs):
+def _run_batches(est, data, tr, bs, initial=None):
     """One pass over the sequences `tr` in mini-batches: their mean loss (weighted by
     the rows' weights), or None as soon as the loss of a batch is NaN or infinite (that
-    batch is not applied)."""
+    batch is not applied). `initial`: None, or a list to which the loss of the first
+    batch is appended (before it is applied): the initial loss when the caller knows
+    that batch's training forward to be the inference forward of _initial_loss."""
     order = est._rng_.permutation(tr) if est.shuffle else tr
     params = est.model_.params()
     clip = None if est.clip_grad_norm is None else float(est.clip_grad_norm)
@@ -171,6 +193,8 @@ def _run_batches(est, data, tr, bs):
             xb, lb, yb, wb = data.batch(b)
             out = est.model_.forward(xb, lb, True, nt)
             loss, d_out = est._loss(out, yb, wb, nt)
+            if initial is not None and not initial:
+                initial.append(float(loss) if math.isfinite(loss) else math.inf)
             if not math.isfinite(loss):
                 return None
             grads = est._backward_batch(d_out, nt)
