@@ -26,11 +26,13 @@
 
 /* the float32 cells' step functions (cells.h, float instantiation) */
 void lstm_rows_forward_f32(int n, int H, const float *xp, float *a, const float *b_ih,
-                           const float *b_hh, float *h, int ldh, float *c, float *store);
+                           const float *b_hh, float *h, int ldh, float *c, float *store,
+                           float *h_keep, float *c_keep);
 void gru_rows_forward_f32(int n, int H, const float *xp, float *a, const float *b_ih,
-                          const float *b_hh, float *h, int ldh, float *store);
+                          const float *b_hh, float *h, int ldh, float *store, float *h_keep);
 void rnn_rows_forward_f32(int n, int H, int relu, const float *xp, float *a,
-                          const float *b_ih, const float *b_hh, float *h, int ldh);
+                          const float *b_ih, const float *b_hh, float *h, int ldh,
+                          float *h_keep);
 
 #define FR_BNR 32            /* output columns per panel (two vectors of 16 floats) */
 #define FR_BMR 8             /* rows per register tile */
@@ -356,23 +358,24 @@ static FR_BF16 void fr_bchunk_avx512bf16(const fr_dims *d, int j, float *w, floa
             switch (cell) {
             case FR_LSTM:       /* the cheaper activations (vmath.c) */
                 if (fr_avx512)
-                    fr_lstm_rows_forward_avx512(nact, H, xps, a, b_ih, b_hh, h, H, cs, NULL, NULL, NULL,
-                                                1);
+                    fr_lstm_rows_forward_avx512(nact, H, xps, a, b_ih, b_hh, h, H, cs, NULL, NULL,
+                                                NULL, 1);
                 else
-                    lstm_rows_forward_f32(nact, H, xps, a, b_ih, b_hh, h, H, cs, NULL);
+                    lstm_rows_forward_f32(nact, H, xps, a, b_ih, b_hh, h, H, cs, NULL, NULL, NULL);
                 break;
             case FR_GRU:
                 if (fr_avx512)
                     fr_gru_rows_forward_avx512(nact, H, xps, a, b_ih, b_hh, h, H, NULL, NULL, 1);
                 else
-                    gru_rows_forward_f32(nact, H, xps, a, b_ih, b_hh, h, H, NULL);
+                    gru_rows_forward_f32(nact, H, xps, a, b_ih, b_hh, h, H, NULL, NULL);
                 break;
             default:
                 if (fr_avx512)
                     fr_rnn_rows_forward_fast_avx512(nact, H, cell == FR_RNN_RELU, xps, a, b_ih,
                                                     b_hh, h, H);
                 else
-                    rnn_rows_forward_f32(nact, H, cell == FR_RNN_RELU, xps, a, b_ih, b_hh, h, H);
+                    rnn_rows_forward_f32(nact, H, cell == FR_RNN_RELU, xps, a, b_ih, b_hh, h, H,
+                                         NULL);
             }
             if (out)
                 for (int r = 0; r < nact; r++)

@@ -46,18 +46,21 @@ FR(gru_step_backward)(int H, const real *restrict store, const real *restrict h_
 }
 
 FR_CLONES void FR(gru_rows_forward)(int n, int H, const real *xp, real *a, const real *b_ih,
-                                    const real *b_hh, real *h, int ldh, real *store)
+                                    const real *b_hh, real *h, int ldh, real *store,
+                                    real *h_keep)
 {
     const int GH = 3 * H;
 #if FR_IS_FLOAT
     if (fr_avx512) {                    /* one pass per 16 units (vmath.c) */
-        fr_gru_rows_forward_avx512(n, H, xp, a, b_ih, b_hh, h, ldh, store, NULL, 0);
+        fr_gru_rows_forward_avx512(n, H, xp, a, b_ih, b_hh, h, ldh, store, h_keep, 0);
         return;
     }
 #endif
-    for (int r = 0; r < n; r++)
+    for (int r = 0; r < n; r++) {
         FR(gru_step_forward)(H, xp + (size_t)r * GH, a + (size_t)r * GH, b_ih, b_hh,
                              h + (size_t)r * ldh, store ? store + (size_t)r * 4 * H : NULL);
+        if (h_keep) memcpy(h_keep + (size_t)r * H, h + (size_t)r * ldh, sizeof(real) * H);
+    }
 }
 
 FR_CLONES void FR(gru_rows_backward)(int n, int H, const real *store, const real *h_prev,

@@ -58,19 +58,23 @@ FR(lstm_step_backward)(int H, const real *restrict store, const real *restrict c
 
 /* n rows per call: one call per step and chunk, the row loop inside the AVX-512 clone */
 FR_CLONES void FR(lstm_rows_forward)(int n, int H, const real *xp, real *a, const real *b_ih,
-                                     const real *b_hh, real *h, int ldh, real *c, real *store)
+                                     const real *b_hh, real *h, int ldh, real *c, real *store,
+                                     real *h_keep, real *c_keep)
 {
     const int GH = 4 * H;
 #if FR_IS_FLOAT
     if (fr_avx512) {                    /* one pass per 16 units (vmath.c) */
-        fr_lstm_rows_forward_avx512(n, H, xp, a, b_ih, b_hh, h, ldh, c, store, NULL, NULL, 0);
+        fr_lstm_rows_forward_avx512(n, H, xp, a, b_ih, b_hh, h, ldh, c, store, h_keep, c_keep, 0);
         return;
     }
 #endif
-    for (int r = 0; r < n; r++)
+    for (int r = 0; r < n; r++) {
         FR(lstm_step_forward)(H, xp ? xp + (size_t)r * GH : NULL, a + (size_t)r * GH, b_ih,
                               b_hh, h + (size_t)r * ldh, c + (size_t)r * H,
                               store ? store + (size_t)r * GH : NULL);
+        if (h_keep) memcpy(h_keep + (size_t)r * H, h + (size_t)r * ldh, sizeof(real) * H);
+        if (c_keep) memcpy(c_keep + (size_t)r * H, c + (size_t)r * H, sizeof(real) * H);
+    }
 }
 
 FR_CLONES void FR(lstm_rows_backward)(int n, int H, const real *store, const real *c_prev,

@@ -569,17 +569,18 @@ static void FR(copy_rows)(real *dst, int ldd, const real *src, int lds, int nb, 
         memcpy(dst + (size_t)r * ldd, src + (size_t)r * lds, sizeof(real) * H);
 }
 
-/* The inputs of steps [t0, t0 + kb) of nb samples into xg, (kb*nb, I) step-major: row
-   (s, r) holds sample b0 + perm[r] (b0 + r without perm) at its step t0 + s, or zeros
-   past its length len[r]. */
+/* The inputs of steps [t0, t0 + kb) of nb samples into xg, step-major with lds rows per
+   step (nb: packed; B: the loop order of a whole batch): row (s, r) holds sample
+   b0 + perm[r] (b0 + r without perm) at its step t0 + s, or zeros past its length
+   len[r]. */
 static void FR(gather_inputs)(const fr_dims *d, const real *x, int t0, int kb, int b0,
-                              int nb, const int *perm, const int *len, real *xg)
+                              int nb, const int *perm, const int *len, real *xg, int lds)
 {
     const int I = d->input;
     for (int s = 0; s < kb; s++)
         for (int r = 0; r < nb; r++) {
             const int b = b0 + (perm ? perm[r] : r), t = t0 + s;
-            real *dst = xg + ((size_t)s * nb + r) * I;
+            real *dst = xg + ((size_t)s * lds + r) * I;
             if (t < len[r])
                 memcpy(dst, x + fr_row(d, fr_time_index(d, t, len[r]), b) * I, sizeof(real) * I);
             else
@@ -630,7 +631,7 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
     for (int t0 = 0; t0 < Tc; t0 += K) {
         const int kb = Tc - t0 < K ? Tc - t0 : K;
         if (!fused) {
-            FR(gather_inputs)(d, x, t0, kb, b0, nb, perm, len, xg);
+            FR(gather_inputs)(d, x, t0, kb, b0, nb, perm, len, xg, nb);
             FR_MUL_WT(gemm, pk_ih, kb * nb, GH, I, xg, I, w_ih, 0, xp, GH);
         }
 
@@ -653,42 +654,28 @@ static void FR(forward_chunk)(const fr_dims *d, int j, real *w, real *out, real 
             }
             real *st = store ? store + ((size_t)t * B + b0) * S : NULL;
             const real *xps = fused ? NULL : xp + (size_t)s * nb * GH;
+            /* training: the running rows' h and c go into h_all / c_all from the cell */
             real *hk = h_all ? h_all + ((size_t)(t + 1) * B + b0) * H : NULL;
             real *ck = c_all ? c_all + ((size_t)(t + 1) * B + b0) * H : NULL;
-            int kept = 0;           /* rows [0, kept) of hk and ck written by the cell */
             switch (cell) {
             case FR_LSTM:
-#if FR_IS_FLOAT
-                if (fr_avx512) {    /* training: h and c into h_all / c_all as well */
-                    fr_lstm_rows_forward_avx512(nact, H, xps, a, b_ih, b_hh, h, ldh, cs, st,
-                                                hk, ck, 0);
-                    kept = nact;
-                    break;
-                }
-#endif
-                FR(lstm_rows_forward)(nact, H, xps, a, b_ih, b_hh, h, ldh, cs, st);
+                FR(lstm_rows_forward)(nact, H, xps, a, b_ih, b_hh, h, ldh, cs, st, hk, ck);
                 break;
             case FR_GRU:
-#if FR_IS_FLOAT
-                if (fr_avx512) {
-                    fr_gru_rows_forward_avx512(nact, H, xps, a, b_ih, b_hh, h, ldh, st, hk, 0);
-                    kept = nact;
-                    break;
-                }
-#endif
-                FR(gru_rows_forward)(nact, H, xps, a, b_ih, b_hh, h, ldh, st);
+                FR(gru_rows_forward)(nact, H, xps, a, b_ih, b_hh, h, ldh, st, hk);
                 break;
             default:
-                FR(rnn_rows_forward)(nact, H, cell == FR_RNN_RELU, xps, a, b_ih, b_hh, h, ldh);
+                FR(rnn_rows_forward)(nact, H, cell == FR_RNN_RELU, xps, a, b_ih, b_hh, h, ldh,
+                                     hk);
             }
             if (out)
                 for (int r = 0; r < nact; r++)
                     memcpy(out + fr_row(d, fr_time_index(d, t, len[r]), b0 + perm[r]) * d->ld,
                            h + (size_t)r * ldh, sizeof(real) * H);
-            if (hk && kept < nb)    /* the rest: carried rows (or all of them) */
-                FR(copy_rows)(hk + (size_t)kept * H, H, h + (size_t)kept * ldh, ldh, nb - kept, H);
-            if (ck && kept < nb)
-                memcpy(ck + (size_t)kept * H, cs + (size_t)kept * H, sizeof(real) * (nb - kept) * H);
+            if (hk && nact < nb)    /* carried rows */
+                FR(copy_rows)(hk + (size_t)nact * H, H, h + (size_t)nact * ldh, ldh, nb - nact, H);
+            if (ck && nact < nb)
+                memcpy(ck + (size_t)nact * H, cs + (size_t)nact * H, sizeof(real) * (nb - nact) * H);
         }
     }
     /* steps no sample of this chunk takes: state carried (kept finite for the dW_hh GEMM) */
@@ -786,7 +773,7 @@ static void FR(forward_split)(const fr_dims *d, int nt, real *out, real *h_n, re
                 real *xg = a + (size_t)B * GS + 2 * GS + (size_t)B * hs;   /* (XB*B, I) */
                 real *xp = xg + (size_t)XB * B * I;                        /* (XB*B, GS) */
                 const real *pk_ih = packed + (size_t)sl * GS * (H + I) + (size_t)GS * H;
-                FR(gather_inputs)(d, x, t0, kb, 0, B, NULL, lengths, xg);
+                FR(gather_inputs)(d, x, t0, kb, 0, B, NULL, lengths, xg, B);
                 fr_gemm_packed(kb * B, GS, I, xg, I, pk_ih, 0, xp, GS);
             }
             for (int s = 0; s < kb; s++) {
@@ -808,11 +795,12 @@ static void FR(forward_split)(const fr_dims *d, int nt, real *out, real *h_n, re
                         real *ab = a + (size_t)b * GS;
                         const real *xpb = xp + ((size_t)s * B + b) * GS;
                         if (lstm)
-                            FR(lstm_rows_forward)(1, hs, xpb, ab, bi, bh, hn, H, cst + (size_t)b * hs, NULL);
+                            FR(lstm_rows_forward)(1, hs, xpb, ab, bi, bh, hn, H, cst + (size_t)b * hs, NULL,
+                                                  NULL, NULL);
                         else if (gru)
-                            FR(gru_rows_forward)(1, hs, xpb, ab, bi, bh, hn, H, NULL);
+                            FR(gru_rows_forward)(1, hs, xpb, ab, bi, bh, hn, H, NULL, NULL);
                         else
-                            FR(rnn_rows_forward)(1, hs, cell == FR_RNN_RELU, xpb, ab, bi, bh, hn, H);
+                            FR(rnn_rows_forward)(1, hs, cell == FR_RNN_RELU, xpb, ab, bi, bh, hn, H, NULL);
                         if (out)
                             memcpy(out + fr_row(d, fr_time_index(d, t, len), b) * d->ld + u0, hn,
                                    sizeof(real) * hs);
@@ -950,18 +938,15 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
     real *dgh_rows[FR_MAX_CHUNK];
     fr_sort_chunk(lengths, b0, nb, perm, len);
     if (pih) memset(pih, 0, sizeof(real) * (size_t)GH * d->input);
-    const int Tc = len[0], I = d->input, gru = cell == FR_GRU;
-    if (rowmap || xg)
+    const int Tc = len[0], gru = cell == FR_GRU;
+    if (rowmap)
         for (int t = 0; t < T; t++)
             for (int r = 0; r < nb; r++) {
-                const size_t lrow = (size_t)t * B + b0 + r;
                 const int L = len[r];
-                const size_t xr = fr_row(d, t < L ? fr_time_index(d, t, L) : t, b0 + perm[r]);
-                if (rowmap) rowmap[lrow] = (int)xr;
-                if (!xg) continue;
-                if (t < L) memcpy(xg + lrow * I, x + xr * I, sizeof(real) * I);
-                else memset(xg + lrow * I, 0, sizeof(real) * I);
+                rowmap[(size_t)t * B + b0 + r] =
+                    (int)fr_row(d, t < L ? fr_time_index(d, t, L) : t, b0 + perm[r]);
             }
+    if (xg) FR(gather_inputs)(d, x, 0, T, b0, nb, perm, len, xg + (size_t)b0 * d->input, B);
 
     for (int r = 0; r < nb; r++) {
         const size_t src = (size_t)(b0 + perm[r]) * H;
@@ -974,18 +959,16 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
     }
     memset(dbh, 0, sizeof(real) * GH);
     memset(dbi, 0, sizeof(real) * GH);
-    for (int t = T - 1; t >= Tc; t--) {
+    for (int t = T - 1; t >= Tc; t--)
         memset(dgh_all + ((size_t)t * B + b0) * GH, 0, sizeof(real) * nb * GH);
-    }
 
     int nact = 0;                               /* rows [0, nact) take step t */
     for (int t = Tc - 1; t >= 0; t--) {
         while (nact < nb && len[nact] > t) nact++;
         const size_t row = (size_t)t * B + b0, next = (size_t)(t + 1) * B + b0;
         real *gh = dgh_all + row * GH;
-        if (nact < nb) {                        /* carried rows: no gradient, dh passes */
+        if (nact < nb)                          /* carried rows: no gradient, dh passes */
             memset(gh + (size_t)nact * GH, 0, sizeof(real) * (nb - nact) * GH);
-        }
         for (int r = 0; r < nact; r++) {
             const int b = b0 + perm[r], tt = fr_time_index(d, t, len[r]);
             if (d_out) FR(add_to)(dh + (size_t)r * H, d_out + fr_row(d, tt, b) * d->ld, H);
@@ -1006,7 +989,7 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
         for (int r = 0; r < nact; r++) {
             FR(add_to)(dbh, gh + (size_t)r * GH, GH);
             if (gru) FR(add_to)(dbi, dgi_rows[r], GH);
-            if (pih && cell != FR_GRU) dgh_rows[r] = gh + (size_t)r * GH;
+            if (pih && !gru) dgh_rows[r] = gh + (size_t)r * GH;
         }
         if (pih)            /* this step's share of dW_ih, its rows still in cache */
             FR(add_outer)(pih, x, xrow, gru ? dgi_rows : dgh_rows, nact,

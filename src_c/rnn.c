@@ -37,11 +37,14 @@ FR(rnn_step_backward)(int H, int relu, const real *restrict h_t, real *restrict 
 }
 
 FR_CLONES void FR(rnn_rows_forward)(int n, int H, int relu, const real *xp, real *a,
-                                    const real *b_ih, const real *b_hh, real *h, int ldh)
+                                    const real *b_ih, const real *b_hh, real *h, int ldh,
+                                    real *h_keep)
 {
-    for (int r = 0; r < n; r++)
+    for (int r = 0; r < n; r++) {
         FR(rnn_step_forward)(H, relu, xp ? xp + (size_t)r * H : NULL, a + (size_t)r * H,
                              b_ih, b_hh, h + (size_t)r * ldh);
+        if (h_keep) memcpy(h_keep + (size_t)r * H, h + (size_t)r * ldh, sizeof(real) * H);
+    }
 }
 
 FR_CLONES void FR(rnn_rows_backward)(int n, int H, int relu, const real *h_t, real *dh,

@@ -282,13 +282,14 @@ static void FR(stream_layer_step)(const fr_stream_dims *d, FR(stream_layer) *l,
     }
     switch (d->cell) {
     case FR_LSTM:
-        FR(lstm_rows_forward)(B, H, xps, s->a, bi, bh, l->h, l->ldh, l->cs, NULL);
+        FR(lstm_rows_forward)(B, H, xps, s->a, bi, bh, l->h, l->ldh, l->cs, NULL, NULL, NULL);
         break;
     case FR_GRU:
-        FR(gru_rows_forward)(B, H, xps, s->a, bi, bh, l->h, l->ldh, NULL);
+        FR(gru_rows_forward)(B, H, xps, s->a, bi, bh, l->h, l->ldh, NULL, NULL);
         break;
     default:
-        FR(rnn_rows_forward)(B, H, d->cell == FR_RNN_RELU, xps, s->a, bi, bh, l->h, l->ldh);
+        FR(rnn_rows_forward)(B, H, d->cell == FR_RNN_RELU, xps, s->a, bi, bh, l->h, l->ldh,
+                             NULL);
     }
 }
 
