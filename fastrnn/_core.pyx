@@ -56,14 +56,14 @@ cdef extern from "fastrnn.h" nogil:
     int fr_backward_f32(const fr_dims *d, float *dx, float *dw_ih, float *dw_hh,
                         float *db_ih, float *db_hh, float *dh0, float *dc0,
                         const float *d_out, const float *d_h_n, const float *d_c_n,
-                        const float *h_all, const float *c_all, const float *store,
+                        const float *h_all, const float *c_all, float *store,
                         const float *x, const int *lengths,
                         const float *w_ih, const float *w_hh,
                         int accumulate_dx, float *ws, fr_sgemm_t gemm)
     int fr_backward_f64(const fr_dims *d, double *dx, double *dw_ih, double *dw_hh,
                         double *db_ih, double *db_hh, double *dh0, double *dc0,
                         const double *d_out, const double *d_h_n, const double *d_c_n,
-                        const double *h_all, const double *c_all, const double *store,
+                        const double *h_all, const double *c_all, double *store,
                         const double *x, const int *lengths,
                         const double *w_ih, const double *w_hh,
                         int accumulate_dx, double *ws, fr_dgemm_t gemm)
@@ -590,7 +590,8 @@ def backward(str cell, bint reverse, int n_threads, int chunk,
              w_ih, w_hh, ws, bint batch_first=False):
     """One layer-direction backward; parameter gradients are ADDED to dw_*, db_*.
     dx None: dX is not computed (a first layer whose input gradient nobody reads); the
-    parameter gradients and dh0/dc0 are the same, bit for bit."""
+    parameter gradients and dh0/dc0 are the same, bit for bit. store is used up: LSTM
+    writes its gate gradients over it (a second backward needs a new training forward)."""
     if batch_first:
         B, T, I = x.shape
     else:
@@ -619,7 +620,8 @@ def backward(str cell, bint reverse, int n_threads, int chunk,
     cdef void *pdcn = _ptr(d_c_n, 'd_c_n', tn, B * H, False, True)
     cdef void *ph_all = _ptr(h_all, 'h_all', tn, (T + 1) * B * H, False)
     cdef void *pc_all = _ptr(c_all, 'c_all', tn, (T + 1) * B * H, False, not lstm)
-    cdef void *pst = _ptr(store, 'store', tn, TB * S, False, S == 0)
+    # written: an LSTM backward leaves its gate gradients over the stored gates
+    cdef void *pst = _ptr(store, 'store', tn, TB * S, True, S == 0)
     cdef void *px = _ptr(x, 'x', tn, TB * I, False)
     cdef int *plen = <int*>_ptr(lengths, 'lengths', cnp.NPY_INT32, B, False)
     cdef void *pwi = _ptr(w_ih, 'w_ih', tn, G * H * I, False)
@@ -642,7 +644,7 @@ def backward(str cell, bint reverse, int n_threads, int chunk,
                                  <float*>pdbh, <float*>pdh0, <float*>pdc0,
                                  <const float*>pdo, <const float*>pdhn, <const float*>pdcn,
                                  <const float*>ph_all, <const float*>pc_all,
-                                 <const float*>pst, <const float*>px, plen,
+                                 <float*>pst, <const float*>px, plen,
                                  <const float*>pwi, <const float*>pwh, acc, <float*>pws,
                                  <fr_sgemm_t>sgemm)
     else:
@@ -651,7 +653,7 @@ def backward(str cell, bint reverse, int n_threads, int chunk,
                                  <double*>pdbi, <double*>pdbh, <double*>pdh0, <double*>pdc0,
                                  <const double*>pdo, <const double*>pdhn, <const double*>pdcn,
                                  <const double*>ph_all, <const double*>pc_all,
-                                 <const double*>pst, <const double*>px, plen,
+                                 <double*>pst, <const double*>px, plen,
                                  <const double*>pwi, <const double*>pwh, acc, <double*>pws,
                                  <fr_dgemm_t>dgemm)
     _blas_restore()

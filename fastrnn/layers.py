@@ -553,6 +553,7 @@ class _Recurrent:
         if training:
             self._cache = dict(caches=caches, masks=masks, lengths=lengths, params=params,
                                B=B, T=T)
+            self._cache_used = False
             self.last_dropout_masks_ = [m for m in masks if m is not None]
         else:
             self._cache = None
@@ -687,9 +688,10 @@ class _Recurrent:
 
         d_out: dL/d(out), shaped like out, or None (zero); d_state: None, dL/dh_n, or
         (dL/dh_n, dL/dc_n) for LSTM (either may be None). Returns dX (shaped like X) and a dict with the
-        gradient of every parameter plus 'h0' (and 'c0' for LSTM)."""
-        if self._cache is None:
-            raise ValueError("backward() needs a preceding forward(X, training=True)")
+        gradient of every parameter plus 'h0' (and 'c0' for LSTM).
+        One backward per training forward (as PyTorch without retain_graph): backward
+        uses up what the forward saved, and a second call raises ValueError."""
+        self._check_cache()
         cache = self._cache
         B, T, lengths, params = cache["B"], cache["T"], cache["lengths"], cache["params"]
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
@@ -706,8 +708,7 @@ class _Recurrent:
         shape, C-contiguous arrays of the layer's dtype (else backward's checks run).
         need_dx False: the gradient of the input is not computed (returned as None; the
         parameter gradients are the same bit for bit) — for a loop that never reads it."""
-        if self._cache is None:
-            raise ValueError("backward() needs a preceding forward(X, training=True)")
+        self._check_cache()
         B, T, dt = self._cache["B"], self._cache["T"], self.dtype
         D, H = self.num_directions, self.hidden_size
         ok = all(a is None or (type(a) is np.ndarray and a.dtype == dt and a.shape == s
@@ -719,8 +720,19 @@ class _Recurrent:
         return self._run_backward(d_out, d_h_n, None, _resolve_threads(n_threads),
                                   bool(need_dx))
 
+    def _check_cache(self):
+        if self._cache is None:
+            raise ValueError("backward() needs a preceding forward(X, training=True)"
+                             + (": each forward's saved values serve one backward "
+                                "(the LSTM's gate gradients are written over them), and "
+                                "backward() already ran for the last one"
+                                if self.__dict__.get("_cache_used") else ""))
+
     def _run_backward(self, d_out, d_h_n, d_c_n, nt, need_dx=True):
         cache = self._cache
+        # used up from here on: the core writes the LSTM's gate gradients over the stored
+        # gates (no dG buffer of its own: T*B*4H values less per layer-direction)
+        self._cache, self._cache_used = None, True
         B, T, lengths, params = cache["B"], cache["T"], cache["lengths"], cache["params"]
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         lstm = self._cell == "lstm"

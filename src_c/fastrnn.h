@@ -122,18 +122,21 @@ int fr_forward_cached_f32(const fr_dims *d, float *out, float *h_n, float *c_n,
    is not computed (every other output stays the same, bit for bit).
    dw_ih (GH,I), dw_hh (GH,H), db_ih, db_hh (GH): ADDED to.
    dh0, dc0 (B,H): written (dc0 LSTM only, else NULL).
+   store: the forward's; used up by an LSTM backward, which writes its gate gradients
+   over it (same (T,B,4H) layout: no buffer of its own for them). Run a new training
+   forward before another backward.
    ws: fr_backward_workspace(d) elements. */
 int fr_backward_f32(const fr_dims *d, float *dx, float *dw_ih, float *dw_hh,
                     float *db_ih, float *db_hh, float *dh0, float *dc0,
                     const float *d_out, const float *d_h_n, const float *d_c_n,
-                    const float *h_all, const float *c_all, const float *store,
+                    const float *h_all, const float *c_all, float *store,
                     const float *x, const int *lengths,
                     const float *w_ih, const float *w_hh,
                     int accumulate_dx, float *ws, fr_sgemm_t gemm);
 int fr_backward_f64(const fr_dims *d, double *dx, double *dw_ih, double *dw_hh,
                     double *db_ih, double *db_hh, double *dh0, double *dc0,
                     const double *d_out, const double *d_h_n, const double *d_c_n,
-                    const double *h_all, const double *c_all, const double *store,
+                    const double *h_all, const double *c_all, double *store,
                     const double *x, const int *lengths,
                     const double *w_ih, const double *w_hh,
                     int accumulate_dx, double *ws, fr_dgemm_t gemm);

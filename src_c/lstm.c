@@ -37,22 +37,29 @@ FR(lstm_step_forward)(int H, const real *xp, real *a, const real *b_ih, const re
 }
 
 static inline __attribute__((always_inline)) void
-FR(lstm_step_backward)(int H, const real *restrict store, const real *restrict c_prev,
+FR(lstm_step_backward)(int H, const real *store, const real *restrict c_prev,
                        const real *c_t, real *restrict dh, real *restrict dc, real *dgh)
 {
+    /* dgh may be store itself (recurrence.c writes dG over the stored gates): each unit's
+       four gates are read before its four gradients are written */
     const real *ig = store, *fg = store + H, *gg = store + 2 * H, *og = store + 3 * H;
-    real *tc = dgh + 3 * H;             /* tanh(c_t), overwritten below by d(o) */
-    for (int j = 0; j < H; j++) tc[j] = c_t[j];
-    FR(vtanh)(tc, H);
-    for (int j = 0; j < H; j++) {
-        real t = tc[j], i = ig[j], f = fg[j], g = gg[j], o = og[j];
-        real dct = dc[j] + dh[j] * o * (1 - t * t);
-        dgh[j] = dct * g * i * (1 - i);
-        dgh[H + j] = dct * c_prev[j] * f * (1 - f);
-        dgh[2 * H + j] = dct * i * (1 - g * g);
-        dgh[3 * H + j] = dh[j] * t * o * (1 - o);
-        dc[j] = dct * f;
-        dh[j] = 0;                      /* all of dL/dh_{t-1} flows through W_hh */
+    enum { NB = 64 };
+    real tc[NB];                        /* tanh(c_t) of a block of units */
+    for (int j0 = 0; j0 < H; j0 += NB) {
+        const int nb = H - j0 < NB ? H - j0 : NB;
+        for (int k = 0; k < nb; k++) tc[k] = c_t[j0 + k];
+        FR(vtanh)(tc, nb);
+        for (int k = 0; k < nb; k++) {
+            const int j = j0 + k;
+            real t = tc[k], i = ig[j], f = fg[j], g = gg[j], o = og[j];
+            real dct = dc[j] + dh[j] * o * (1 - t * t);
+            dgh[j] = dct * g * i * (1 - i);
+            dgh[H + j] = dct * c_prev[j] * f * (1 - f);
+            dgh[2 * H + j] = dct * i * (1 - g * g);
+            dgh[3 * H + j] = dh[j] * t * o * (1 - o);
+            dc[j] = dct * f;
+            dh[j] = 0;                  /* all of dL/dh_{t-1} flows through W_hh */
+        }
     }
 }
 

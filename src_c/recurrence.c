@@ -314,6 +314,12 @@ static size_t fr_dg_size(const fr_dims *d)
     size_t GH = (size_t)fr_gates(d->cell) * d->hidden;
     return fr_mul(fr_mul((size_t)d->steps, (size_t)d->batch), GH);
 }
+/* dG's share of the backward workspace: none for LSTM (written over the stored gates),
+   GRU's two (hidden and input side), RNN's one */
+static size_t fr_dg_ws(const fr_dims *d)
+{
+    return d->cell == FR_LSTM ? 0 : fr_round(fr_dg_size(d)) * (d->cell == FR_GRU ? 2 : 1);
+}
 
 /* The weight gradients sum over all T*B rows. They are cut into fr_kseg segments of
    rows, fixed by the problem alone (never by the thread count, so results stay bitwise
@@ -375,7 +381,7 @@ size_t fr_backward_workspace(const fr_dims *d)
        order. LSTM, RNN: x gathered in loop order (dW_ih after the loop), per thread a
        block of dX rows in loop order, and the map of loop rows to x's rows (the blocks
        are scattered back) */
-    return FR_ALIGN + fr_round(dg) * (gru ? 2 : 1)
+    return FR_ALIGN + fr_dg_ws(d)
          + fr_round((size_t)fr_nchunks(d) * 2 * GH)
          + nt * fr_round((size_t)2 * fr_chunk(d) * d->hidden) + fr_packed_weights(d)
          + fr_round(fr_mul((size_t)fr_kseg(d) * GH, (size_t)d->hidden + d->input))
@@ -1011,7 +1017,7 @@ static void FR(backward_chunk)(const fr_dims *d, int j, real *w, real *dgh_all,
 int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
                     real *db_ih, real *db_hh, real *dh0, real *dc0,
                     const real *d_out, const real *d_h_n, const real *d_c_n,
-                    const real *h_all, const real *c_all, const real *store,
+                    const real *h_all, const real *c_all, real *store,
                     const real *x, const int *lengths,
                     const real *w_ih, const real *w_hh,
                     int accumulate_dx, real *ws, gemm_t gemm)
@@ -1022,11 +1028,14 @@ int FR(fr_backward)(const fr_dims *d, real *dx, real *dw_ih, real *dw_hh,
     const int nt = fr_useful_threads(d);   /* not capped by chunks: the GEMM blocks use all */
     const int gru = d->cell == FR_GRU;
     const size_t dg = fr_dg_size(d), xrows = (size_t)T * B * I;
-    real *dgh = FR(aligned)(ws);                     /* (T,B,GH) loop order */
+    real *dg_ws = FR(aligned)(ws);
+    /* dG (T,B,GH) in loop order: LSTM's over the stored gates (the same layout, each row
+       read by its step before the step writes it), the other cells' in ws */
+    real *dgh = d->cell == FR_LSTM ? store : dg_ws;
     /* the input side's dG: GRU's own (its n gate differs), in x's row order (dW_ih = dgi^T
        x and dX = dgi W_ih straight from x's rows); LSTM, RNN: dG itself, loop order */
-    real *dgi = gru ? dgh + fr_round(dg) : dgh;
-    real *dbias = dgh + fr_round(dg) * (gru ? 2 : 1);   /* (nchunks, 2, GH) partial sums */
+    real *dgi = gru ? dg_ws + fr_round(dg) : dgh;
+    real *dbias = dg_ws + fr_dg_ws(d);                  /* (nchunks, 2, GH) partial sums */
     real *packed = dbias + fr_round((size_t)nchunks * 2 * GH);
     real *wthreads = packed + fr_packed_weights(d);
     const size_t per = fr_round((size_t)2 * fr_chunk(d) * H);

@@ -280,7 +280,8 @@ FR_AVX512 void fr_rnn_rows_forward_fast_avx512(int n, int H, int relu, const flo
 
 /* The LSTM backward step of n rows in one pass per 16 units, everything in registers
    (lstm.c makes a pass for tanh(c) and one for the gradients; this cut an M training
-   step by 10%). Same formulas as lstm.c. */
+   step by 10%). Same formulas as lstm.c. dgh may be store itself: each block's four
+   gate vectors are loaded before its four gradient vectors are stored. */
 FR_AVX512 void fr_lstm_rows_backward_avx512(int n, int H, const float *store,
                                             const float *c_prev, const float *c_t, float *dh,
                                             float *dc, float *dgh)
