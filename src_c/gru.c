@@ -67,6 +67,12 @@ FR_CLONES void FR(gru_rows_backward)(int n, int H, const real *store, const real
                                      real *dh, real *dgh, real *const *dgi_rows)
 {
     const int GH = 3 * H;
+#if FR_IS_FLOAT
+    if (fr_avx512) {                    /* one pass per 16 units (vmath.c) */
+        fr_gru_rows_backward_avx512(n, H, store, h_prev, dh, dgh, dgi_rows);
+        return;
+    }
+#endif
     for (int r = 0; r < n; r++)
         FR(gru_step_backward)(H, store + (size_t)r * 4 * H, h_prev + (size_t)r * H,
                               dh + (size_t)r * H, dgh + (size_t)r * GH, dgi_rows[r]);

@@ -70,4 +70,7 @@ void fr_rnn_rows_forward_fast_avx512(int n, int H, int relu, const float *xp,
 /* lstm.c's float32 backward rows, fused (vmath.c); only when fr_avx512. */
 void fr_lstm_rows_backward_avx512(int n, int H, const float *store, const float *c_prev,
                                   const float *c_t, float *dh, float *dc, float *dgh);
+/* gru.c's float32 backward rows, fused (vmath.c); only when fr_avx512. */
+void fr_gru_rows_backward_avx512(int n, int H, const float *store, const float *h_prev,
+                                 float *dh, float *dgh, float *const *dgi_rows);
 #endif

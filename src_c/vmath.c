@@ -315,7 +315,52 @@ FR_AVX512 void fr_lstm_rows_backward_avx512(int n, int H, const float *store,
     }
 }
 
+/* The GRU backward step of n rows in one pass per 16 units, everything in registers
+   (gru.c's portable loop compiles to scalar code, its AVX-512 clone too: objdump shows
+   vmulss/vmovss only). Same formulas and operation
+   order as gru.c's gru_step_backward; store holds [r, z, n, W_hn h + b_hn]. dh is read
+   before it is overwritten with its direct part dh * z. */
+FR_AVX512 void fr_gru_rows_backward_avx512(int n, int H, const float *store,
+                                           const float *h_prev, float *dh, float *dgh,
+                                           float *const *dgi_rows)
+{
+    const size_t GH = 3 * (size_t)H;
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int r = 0; r < n; r++) {
+        const float *st = store + (size_t)r * 4 * H, *hp = h_prev + (size_t)r * H;
+        float *dhr = dh + (size_t)r * H, *gh = dgh + (size_t)r * GH, *gi = dgi_rows[r];
+        for (int j = 0; j < H; j += 16) {
+            const __mmask16 m = fr_lanes16(H - j);
+            const __m512 rg = fr_load_part_avx512(st + j, m);
+            const __m512 zg = fr_load_part_avx512(st + H + j, m);
+            const __m512 ng = fr_load_part_avx512(st + 2 * H + j, m);
+            const __m512 hn = fr_load_part_avx512(st + 3 * H + j, m);
+            const __m512 d = fr_load_part_avx512(dhr + j, m);
+            const __m512 omz = _mm512_sub_ps(one, zg);
+            /* dan = d (1 - z) (1 - n^2); dar = dan hn r (1 - r); daz = d (h - n) z (1 - z) */
+            const __m512 dan = _mm512_mul_ps(_mm512_mul_ps(d, omz), _mm512_fnmadd_ps(ng, ng, one));
+            const __m512 dar = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dan, hn), rg),
+                                             _mm512_sub_ps(one, rg));
+            const __m512 daz = _mm512_mul_ps(
+                _mm512_mul_ps(_mm512_mul_ps(d, _mm512_sub_ps(fr_load_part_avx512(hp + j, m), ng)), zg),
+                omz);
+            _mm512_mask_storeu_ps(gh + j, m, dar);
+            _mm512_mask_storeu_ps(gh + H + j, m, daz);
+            _mm512_mask_storeu_ps(gh + 2 * H + j, m, _mm512_mul_ps(dan, rg));
+            _mm512_mask_storeu_ps(gi + j, m, dar);
+            _mm512_mask_storeu_ps(gi + H + j, m, daz);
+            _mm512_mask_storeu_ps(gi + 2 * H + j, m, dan);
+            _mm512_mask_storeu_ps(dhr + j, m, _mm512_mul_ps(d, zg));
+        }
+    }
+}
+
 #else
+void fr_gru_rows_backward_avx512(int n, int H, const float *store, const float *h_prev,
+                                 float *dh, float *dgh, float *const *dgi_rows)
+{
+    (void)n; (void)H; (void)store; (void)h_prev; (void)dh; (void)dgh; (void)dgi_rows;
+}
 void fr_lstm_rows_backward_avx512(int n, int H, const float *store, const float *c_prev,
                                   const float *c_t, float *dh, float *dc, float *dgh)
 {
