@@ -19,7 +19,8 @@ import time
 import numpy as np
 
 # name: (batch, steps, input, hidden)
-SIZES = {"S": (32, 50, 16, 64), "M": (64, 100, 32, 128)}
+SIZES = {"S": (32, 50, 16, 64), "M": (64, 100, 32, 128),
+         "300x100x8": (32, 100, 8, 128)}   # a batch of bench/fit.py's 300x100x8 case
 
 
 def _worker(cell, threads, reps, sizes):
