@@ -10,7 +10,9 @@
              - only h_{t-1} W_hh^T stays inside the time loop, followed by the cell's
                fused gate math (lstm.c, gru.c, rnn.c).
    backward  - the same chunks walk time in reverse, producing the gate gradients dG and
-               dh_{t-1} = dG W_hh (+ the cell's direct path); dW_hh, dW_ih and dX are left
+               dh_{t-1} = dG W_hh (+ the cell's direct path; LSTM writes dG over the gates
+               its forward stored, same layout, so a training forward serves one
+               backward); dW_hh, dW_ih and dX are left
                to large GEMMs after the loop, cut into pieces fixed by the problem (segments
                of rows for the weight gradients, blocks of rows for dX) that the same
                OpenMP threads share, each piece on single-threaded BLAS. All of it in
