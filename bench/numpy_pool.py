@@ -17,10 +17,6 @@ the behaviour before), and, for comparison, with numpy's thread count set to 1 r
 after the product instead (threads already spinning keep spinning).
 Calls: an LSTM layer forward+backward at the M size (batch 64, 100 steps, 32 inputs,
 128 hidden) and one epoch of LSTMClassifier.fit on 256 sequences of the S size.
-
-A second table times the other direction: numpy's product right after a fit, whose end
-stops fastrnn's OpenMP workers (`_core.release_threads`), against the same fit with the
-workers left to spin and against a quiet start.
 """
 import argparse
 import ctypes
@@ -120,55 +116,6 @@ def main(argv=None):
             cells.append(f"{t * 1e3:.2f}" + (f" ({t / quiet[stop]:.2f}x)" if product else ""))
         print(f"| {c} | " + " | ".join(cells) + " |")
     print("(x): time after np.dot / the quiet time with the same setting")
-    after_fit(args.rounds, A, Xs, ys)
-
-
-def after_fit(rounds, A, Xs, ys):
-    """The other direction: numpy work right after a fit. fit ends the core's idle
-    OpenMP workers (_core.release_threads); left alone they spin for a while and share
-    the cores with numpy's own threads. Timed: np.dot(A, A) (numpy's OpenBLAS, all
-    cores) after 0.3 s of quiet, right after a 2-epoch S fit as shipped, and right after
-    the same fit with the release turned off (the behaviour before)."""
-    import fastrnn
-    from fastrnn import _core
-    from fastrnn.estimators import _training
-
-    def fit():
-        fastrnn.LSTMClassifier(hidden_size=64, max_epochs=2, random_state=0,
-                               early_stopping=False).fit(Xs, ys)
-    release = _training._core.release_threads
-    variants = ("quiet", "after fit, workers ended", "after fit, workers left spinning")
-    times = {v: [] for v in variants}
-    fit()
-    for _ in range(rounds):
-        for v in variants:
-            if v == "quiet":
-                time.sleep(0.3)
-            else:
-                _training._core = _core if "ended" in v else _NoRelease(_core)
-                fit()
-                _training._core = _core
-            t0 = time.perf_counter()
-            np.dot(A, A)
-            times[v].append(time.perf_counter() - t0)
-    assert _training._core.release_threads is release
-    q = np.median(times["quiet"])
-    print()
-    print("| np.dot(A, A), 1000x1000 float32 | " + " | ".join(variants) + " |")
-    print("|---|" + "---:|" * len(variants))
-    print("| ms (x quiet) | " + " | ".join(
-        f"{np.median(times[v]) * 1e3:.2f} ({np.median(times[v]) / q:.2f}x)" for v in variants)
-        + " |")
-
-
-class _NoRelease:
-    """_core as fit sees it, with release_threads a no-op (the behaviour before)."""
-
-    def __init__(self, core):
-        self._core = core
-
-    def __getattr__(self, name):
-        return (lambda: True) if name == "release_threads" else getattr(self._core, name)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,6 @@ cdef extern from "fastrnn.h" nogil:
     int fr_last_threads()
     int fr_threads_used_max()
     void fr_threads_used_reset()
-    int fr_release_threads()
     ctypedef struct fr_stream_dims:
         int cell, layers, batch, input, hidden, outputs, chunk, scaled, vocab
     size_t fr_stream_workspace(const fr_stream_dims *d)
@@ -357,16 +356,6 @@ def threads_used():
 
 def reset_threads_used():
     fr_threads_used_reset()
-
-
-def release_threads():
-    """Ends the calling thread's idle OpenMP workers (see fr_release_threads), so they
-    stop spinning once a long run is over; the next parallel call starts new ones
-    (about 0.1 ms). True on success."""
-    cdef int rc
-    with nogil:
-        rc = fr_release_threads()
-    return rc == 0
 
 # ---------------------------------------------------------------- buffer checks
 

@@ -251,11 +251,6 @@ int fr_max_threads(void);
 int fr_last_threads(void);
 int fr_threads_used_max(void);
 void fr_threads_used_reset(void);
-/* Ends the calling thread's OpenMP worker threads (omp_pause_resource_all, soft): idle
-   workers otherwise spin for a while after each call and take cores from whatever runs
-   next. The next parallel call starts new ones. Not from inside a parallel region.
-   0 on success (or without OpenMP). */
-int fr_release_threads(void);
 
 #ifdef __cplusplus
 }

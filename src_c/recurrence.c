@@ -28,11 +28,9 @@
 #ifdef _OPENMP
 int fr_openmp_enabled(void) { return 1; }
 int fr_max_threads(void) { return omp_get_max_threads(); }
-int fr_release_threads(void) { return omp_pause_resource_all(omp_pause_soft); }
 #else
 int fr_openmp_enabled(void) { return 0; }
 int fr_max_threads(void) { return 1; }
-int fr_release_threads(void) { return 0; }
 #endif
 
 /* the calling thread's record of its calls' team sizes (threads.h) */

@@ -99,39 +99,3 @@ print(" ".join(map(str, seen)))
 """).split()
     counts = [int(c) for c in counts]
     assert counts == [0] * (2 * 3)
-
-
-def test_fit_ends_its_openmp_workers_and_partial_fit_keeps_them():
-    """After fit the core's idle OpenMP workers are ended (they would spin for a while
-    and take cores from the numpy work that follows); the next call starts new ones and
-    gets the same bits. partial_fit keeps them (its calls follow each other). No
-    OpenBLAS threads here (OPENBLAS_NUM_THREADS=1), so the count is OpenMP's alone."""
-    if (os.cpu_count() or 1) < 2:
-        pytest.skip("one core: OpenMP starts no workers")
-    out = run("""
-import os
-os.environ["OPENBLAS_NUM_THREADS"] = "1"
-""" + PRELUDE + """
-from fastrnn.layers import LSTM
-fastrnn.set_num_threads(2)
-rng = np.random.default_rng(0)
-X = rng.normal(size=(64, 40, 8)).astype(np.float32); y = (X[:, :, 0].sum(1) > 0).astype(int)
-rnn = LSTM(8, 64, random_state=0)
-n0 = threads()
-_core.reset_threads_used(); ref = rnn.forward(X)[0]; used = _core.threads_used()[1]
-n1 = threads()                           # a worker started
-est = fastrnn.LSTMClassifier(hidden_size=64, max_epochs=2, n_jobs=2, random_state=0)
-_core.reset_threads_used(); est.fit(X, y); fit_used = _core.threads_used()[1]
-n2 = threads()                           # ended by fit
-again = rnn.forward(X)[0]
-n3 = threads()                           # started again
-est.partial_fit(X, y)
-n4 = threads()                           # kept
-print(used, fit_used, n1 - n0, n2 - n0, n3 - n0, n4 - n0, int(np.array_equal(ref, again)))
-""")
-    used, fit_used, started, after_fit, restarted, after_partial, same = map(int, out.split())
-    assert used == 2 and fit_used == 2
-    assert started == 1
-    assert after_fit == 0
-    assert restarted == 1 and same == 1
-    assert after_partial == 1

@@ -69,17 +69,12 @@ def train_epochs(est, data, tr, va, epochs, incremental):
     """Up to `epochs` passes over the sequences `tr`; `va` (or None) scores early
     stopping. For the whole run only the core's threads work: scipy's BLAS is held to
     one thread and idle OpenBLAS pools (numpy's, scipy's) are stopped (_core.hold_blas);
-    nothing in a training step calls numpy's BLAS. After a fit the core's OpenMP workers
-    are ended (_core.release_threads): left idle, they spin for milliseconds and slowed
-    the numpy work that usually follows a fit (evaluation, the next fit's setup).
-    partial_fit keeps them: its calls follow each other."""
+    nothing in a training step calls numpy's BLAS."""
     _core.hold_blas()
     try:
         _train_epochs(est, data, tr, va, epochs, incremental)
     finally:
         _core.release_blas()
-        if not incremental:
-            _core.release_threads()
 
 
 def _train_epochs(est, data, tr, va, epochs, incremental):
