@@ -438,8 +438,71 @@ void fr_gemm_rowdot(int m, int n, int k, const float *a, int lda, const float *w
     fr_gemm_rowdot_avx512(m, n, k, a, lda, w, ldw, accumulate, c, ldc);
 }
 
+/* fr_add_outer's body for I inputs: a block of KV vectors of acc's columns for all I
+   rows stays in registers over the n rows (I * KV <= 16 accumulators, enough chains for
+   the FMA latency), so each g row is read once per call and acc once per block. Every
+   element still adds its rows' products in row order, one FMA each. */
+static inline __attribute__((always_inline)) FR_AVX512 void
+fr_add_outer_body(const int I, const int KV, float *acc, const float *x, const size_t *xrow,
+                  float *const *g, int n, int GH)
+{
+    for (int k = 0; k < GH; k += 16 * KV) {
+        __mmask16 m[8];
+        __m512 a[8][8];
+        for (int v = 0; v < KV; v++) {
+            const int left = GH - k - 16 * v;
+            m[v] = left >= 16 ? (__mmask16)0xffff
+                 : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+        }
+        for (int i = 0; i < I; i++)
+            for (int v = 0; v < KV; v++)
+                a[i][v] = _mm512_maskz_loadu_ps(m[v], acc + (size_t)i * GH + k + 16 * v);
+        for (int r = 0; r < n; r++) {
+            const float *xr = x + xrow[r] * (size_t)I, *gr = g[r] + k;
+            __m512 gv[8];
+            for (int v = 0; v < KV; v++) gv[v] = _mm512_maskz_loadu_ps(m[v], gr + 16 * v);
+            for (int i = 0; i < I; i++) {
+                const __m512 xb = _mm512_set1_ps(xr[i]);
+                for (int v = 0; v < KV; v++) a[i][v] = _mm512_fmadd_ps(xb, gv[v], a[i][v]);
+            }
+        }
+        for (int i = 0; i < I; i++)
+            for (int v = 0; v < KV; v++)
+                _mm512_mask_storeu_ps(acc + (size_t)i * GH + k + 16 * v, m[v], a[i][v]);
+    }
+}
+
+static FR_AVX512 void fr_add_outer_avx512(float *acc, const float *x, const size_t *xrow,
+                                          float *const *g, int n, int I, int GH)
+{
+    switch (I) {
+    case 1: fr_add_outer_body(1, 8, acc, x, xrow, g, n, GH); break;
+    case 2: fr_add_outer_body(2, 8, acc, x, xrow, g, n, GH); break;
+    case 3: fr_add_outer_body(3, 5, acc, x, xrow, g, n, GH); break;
+    case 4: fr_add_outer_body(4, 4, acc, x, xrow, g, n, GH); break;
+    case 5: fr_add_outer_body(5, 3, acc, x, xrow, g, n, GH); break;
+    case 6: fr_add_outer_body(6, 2, acc, x, xrow, g, n, GH); break;
+    case 7: fr_add_outer_body(7, 2, acc, x, xrow, g, n, GH); break;
+    default: fr_add_outer_body(8, 2, acc, x, xrow, g, n, GH); break;
+    }
+}
+
+int fr_add_outer_f32(float *acc, const float *x, const size_t *xrow, float *const *g,
+                     int n, int I, int GH)
+{
+    if (!fr_avx512 || I < 1 || I > FR_ADD_OUTER_MAX_I) return 0;
+    fr_add_outer_avx512(acc, x, xrow, g, n, I, GH);
+    return 1;
+}
+
 #define fr_pack_panel_rows fr_pack_panel_rows_avx512   /* packing only runs with the kernel */
 #else
+int fr_add_outer_f32(float *acc, const float *x, const size_t *xrow, float *const *g,
+                     int n, int I, int GH)
+{
+    (void)acc; (void)x; (void)xrow; (void)g; (void)n; (void)I; (void)GH;
+    return 0;
+}
 int fr_kernel_available(void) { return 0; }
 /* One panel: rows [col0, col0+nc) of W (each k1 long, ld ldw) into columns of dst
    (k1 x NR, ld NR). Reads each W row contiguously. */

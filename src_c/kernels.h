@@ -51,6 +51,16 @@ void fr_gemm_tn(int m, int n, int K, const float *a, int lda, const float *b, in
 void fr_gemm_tn2(int m, int K, const float *a, int lda, int n1, const float *b1, int ldb1,
                  float *c1, int ldc1, int n2, const float *b2, int ldb2, float *c2, int ldc2);
 
+/* acc (ni x GH) += sum over rows r < n of x_r^T g_r, x_r = x + xrow[r] * ni, g_r = g[r]
+   (GH), each element adding its rows' products in row order, one FMA each: the
+   AVX-512 form of recurrence.c's add_outer (whose compiled clone rounded the products
+   of a tail of 8-15 columns apart, so GH % 16 >= 8 gives other last bits than before
+   this kernel; every other element is bitwise the same). Returns 0 (nothing done)
+   without the kernel or for ni outside [1, FR_ADD_OUTER_MAX_I]. */
+#define FR_ADD_OUTER_MAX_I 8
+int fr_add_outer_f32(float *acc, const float *x, const size_t *xrow, float *const *g,
+                     int n, int ni, int GH);
+
 /* float32 sigmoid / tanh in place over n floats (vmath.c); only when fr_avx512. */
 void fr_sigmoid_avx512(float *x, int n);
 void fr_tanh_avx512(float *x, int n);

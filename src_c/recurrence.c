@@ -540,6 +540,9 @@ FR_CLONES static void FR(add_to)(real *restrict acc, const real *restrict x, int
 FR_CLONES static void FR(add_outer)(real *restrict acc, const real *x, const size_t *xrow,
                                     real *const *g, int n, int I, int GH)
 {
+#if FR_IS_FLOAT
+    if (fr_add_outer_f32(acc, x, xrow, g, n, I, GH)) return;   /* AVX-512, same bits */
+#endif
     int r = 0;
     for (; r + 4 <= n; r += 4) {
         const real *x0 = x + xrow[r] * I, *x1 = x + xrow[r + 1] * I;

@@ -91,6 +91,19 @@ def test_small_problem_odd_sizes_right(cell, shape):
     _check_reference(cell, layer, X, lengths, d_out, d_h_n, dX, g, np.float64)
 
 
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("I", range(1, 9))
+def test_step_dw_ih_every_input_count(cell, I):
+    """dW_ih summed during the recurrence (I <= 8) in float32: the AVX-512 kernel keeps
+    a register block whose width depends on I, so every I is run, with gate widths
+    (G * H for H = 5, 15, 20) whose last 16 columns are partial or whole."""
+    for H in (5, 15, 20):
+        layer, X, lengths, d_h_n, d_out = _problem(cell, I, H, 19, 9, np.float32, seed=I)
+        dX, g = _grads(layer, X, lengths, d_out, d_h_n, 2)
+        assert np.abs(g["weight_ih_l0"]).min() > 0
+        _check_reference(cell, layer, X, lengths, d_out, d_h_n, dX, g, np.float32)
+
+
 # dW_ih after the loop, from x gathered in loop order: I = 33 > 16 takes one pass over
 # dG for dW_hh and dW_ih together (LSTM, RNN with the float32 kernel), I = 16 the two
 # products apart; GRU its own input-side dG. Two bidirectional layers: reverse walks,
