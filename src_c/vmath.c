@@ -152,6 +152,13 @@ static inline __attribute__((always_inline)) FR_AVX512 __m512 fr_th16(__m512 x, 
     return fast ? fr_tanh_fast16_avx512(x) : fr_tanh16_avx512(x);
 }
 
+/* Blocks of 16 units the forward steps below compute side by side: their activations
+   are independent chains of ~40 dependent operations each, and placed side by side
+   in the code they overlap (a hot LSTM gate pass: 99-111 -> 81-88 TSC ticks per 16
+   units, H = 256, 16 rows; 3 or 4 blocks gained no more). Every unit's arithmetic is
+   unchanged. */
+#define FR_UNITS_U 2
+
 /* The LSTM and GRU forward steps of n rows in one pass per 16 units, everything in
    registers (lstm.c / gru.c make a pass per gate sum, one per activation and one per
    update): GRU inference 5-15% faster at M on one thread, the gate part of a B1 step on
@@ -192,7 +199,34 @@ fr_lstm_rows_body(int n, int H, const float *xp, const float *a, const float *b_
         float *st = store ? store + (size_t)r * GH : NULL;
         float *hk = h_keep ? h_keep + (size_t)r * H : NULL;
         float *ck = c_keep ? c_keep + (size_t)r * H : NULL;
-        for (int j = 0; j < H; j += 16) {
+        int j = 0;
+        for (; j + 16 * FR_UNITS_U <= H; j += 16 * FR_UNITS_U) {   /* blocks side by side */
+            const __mmask16 m = 0xFFFF;
+            __m512 i[FR_UNITS_U], f[FR_UNITS_U], g[FR_UNITS_U], o[FR_UNITS_U];
+            __m512 cn[FR_UNITS_U], hn[FR_UNITS_U];
+            for (int u = 0; u < FR_UNITS_U; u++)
+                i[u] = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, j + 16 * u, m), fast);
+            for (int u = 0; u < FR_UNITS_U; u++)
+                f[u] = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, H + j + 16 * u, m), fast);
+            for (int u = 0; u < FR_UNITS_U; u++)
+                g[u] = fr_th16(fr_sum4_avx512(xr, ar, b_ih, b_hh, 2 * H + j + 16 * u, m), fast);
+            for (int u = 0; u < FR_UNITS_U; u++)
+                o[u] = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, 3 * H + j + 16 * u, m), fast);
+            for (int u = 0; u < FR_UNITS_U; u++)
+                cn[u] = _mm512_fmadd_ps(f[u], _mm512_loadu_ps(cr + j + 16 * u),
+                                        _mm512_mul_ps(i[u], g[u]));
+            for (int u = 0; u < FR_UNITS_U; u++)
+                hn[u] = _mm512_mul_ps(fr_th16(cn[u], fast), o[u]);
+            for (int u = 0; u < FR_UNITS_U; u++) {
+                const int ju = j + 16 * u;
+                _mm512_storeu_ps(cr + ju, cn[u]);
+                _mm512_storeu_ps(hr + ju, hn[u]);
+                if (st) fr_store4_avx512(st + ju, H, m, i[u], f[u], g[u], o[u]);
+                if (hk) _mm512_storeu_ps(hk + ju, hn[u]);
+                if (ck) _mm512_storeu_ps(ck + ju, cn[u]);
+            }
+        }
+        for (; j < H; j += 16) {
             const __mmask16 m = fr_lanes16(H - j);
             const __m512 i = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, j, m), fast);
             const __m512 f = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, H + j, m), fast);
@@ -231,7 +265,33 @@ fr_gru_rows_body(int n, int H, const float *xp, const float *a, const float *b_i
         float *hr = h + (size_t)r * ldh;
         float *hk = h_keep ? h_keep + (size_t)r * H : NULL;
         float *st = store ? store + (size_t)r * 4 * H : NULL;
-        for (int j = 0; j < H; j += 16) {
+        int j = 0;
+        for (; j + 16 * FR_UNITS_U <= H; j += 16 * FR_UNITS_U) {   /* blocks side by side */
+            const __mmask16 m = 0xFFFF;
+            __m512 rg[FR_UNITS_U], zg[FR_UNITS_U], hn[FR_UNITS_U], ng[FR_UNITS_U];
+            for (int u = 0; u < FR_UNITS_U; u++)
+                rg[u] = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, j + 16 * u, m), fast);
+            for (int u = 0; u < FR_UNITS_U; u++)
+                zg[u] = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, H + j + 16 * u, m), fast);
+            for (int u = 0; u < FR_UNITS_U; u++) {
+                const int ju = j + 16 * u;
+                hn[u] = _mm512_add_ps(_mm512_loadu_ps(ar + 2 * H + ju),
+                                      _mm512_loadu_ps(b_hh + 2 * H + ju));
+                const __m512 xn = _mm512_add_ps(_mm512_loadu_ps(xr + 2 * H + ju),
+                                                _mm512_loadu_ps(b_ih + 2 * H + ju));
+                ng[u] = fr_th16(_mm512_fmadd_ps(rg[u], hn[u], xn), fast);
+            }
+            for (int u = 0; u < FR_UNITS_U; u++) {
+                const int ju = j + 16 * u;
+                /* h' = n + z (h - n) */
+                const __m512 hp = _mm512_loadu_ps(hr + ju);
+                const __m512 hnew = _mm512_fmadd_ps(zg[u], _mm512_sub_ps(hp, ng[u]), ng[u]);
+                _mm512_storeu_ps(hr + ju, hnew);
+                if (st) fr_store4_avx512(st + ju, H, m, rg[u], zg[u], ng[u], hn[u]);
+                if (hk) _mm512_storeu_ps(hk + ju, hnew);
+            }
+        }
+        for (; j < H; j += 16) {
             const __mmask16 m = fr_lanes16(H - j);
             const __m512 rg = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, j, m), fast);
             const __m512 zg = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, H + j, m), fast);
