@@ -676,7 +676,11 @@ class _Recurrent:
         buf = bufs.get(key)
         size = math.prod(shape)
         if buf is None or buf.size < size or buf.dtype != self.dtype:
-            buf = np.empty(max(size, 1), dtype=self.dtype)
+            # on a 64-byte boundary: the core streams rows into it when they all start
+            # on one (vmath.c, fr_nt_rows)
+            raw = np.empty(max(size, 1) + 64 // self.dtype.itemsize, dtype=self.dtype)
+            off = (-raw.ctypes.data % 64) // raw.itemsize
+            buf = raw[off:off + max(size, 1)]
             bufs[key] = buf
         # the batch of an epoch's last step is often smaller: a prefix of the buffer
         return buf[:size].reshape(shape)

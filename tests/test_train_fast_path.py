@@ -187,3 +187,51 @@ def test_fit_small_problem_same_model_for_any_thread_count(restore_threads):
     for n in (2, 3):
         for k, v in weights[1].items():
             np.testing.assert_array_equal(weights[n][k], v, err_msg=k)
+
+
+@pytest.mark.parametrize("cell", [LSTM, GRU], ids=["lstm", "gru"])
+@pytest.mark.parametrize("H", [128, 48])
+def test_streamed_and_plain_kept_rows_same_bits(cell, H, monkeypatch, restore_threads):
+    """The training forward keeps its gates and states in the layer's buffers, which
+    start on a 64-byte boundary so that the core writes whole rows with non-temporal
+    stores (vmath.c); buffers that do not (the core then stores them as usual) must give
+    the same outputs and gradients, bit for bit, on 1 and 2 threads, and agree with
+    the float64 layer."""
+    rng = np.random.default_rng(3)
+    X, lengths = _data(48, 24, 9, np.float32, seed=3)
+    d_out = rng.standard_normal((48, 24, H)).astype(np.float32)
+    layer = cell(9, H, num_layers=2, random_state=1)
+    for key, buf in layer.__dict__.get("_train_bufs", {}).items():
+        assert buf.ctypes.data % 64 == 0, key
+    runs = {}
+    for aligned in (True, False):
+        for n in (1, 2):
+            fastrnn.set_num_threads(n)
+            if not aligned:          # every kept buffer 4 bytes past a 64-byte boundary
+                real = cell._train_buffer
+
+                def shifted(self, key, shape, _real=real):
+                    size = int(np.prod(shape))
+                    base = _real(self, ("shifted",) + key, (size + 16,))
+                    assert base.ctypes.data % 64 == 0
+                    return base[1:1 + size].reshape(shape)
+                monkeypatch.setattr(cell, "_train_buffer", shifted)
+            _core.reset_threads_used()
+            out, _, dX, grads = _public(layer, X, lengths, d_out, None, True)
+            assert _core.threads_used()[1] == n
+            bufs = layer.__dict__["_train_bufs"]
+            assert all((b.ctypes.data % 64 == 0) for k, b in bufs.items() if k[0] != "shifted")
+            runs[aligned, n] = (out.copy(), dX.copy(), {k: v.copy() for k, v in grads.items()})
+            monkeypatch.undo()
+    ref = runs[True, 1]
+    for key, (out, dX, grads) in runs.items():
+        np.testing.assert_array_equal(out, ref[0], err_msg=str(key))
+        np.testing.assert_array_equal(dX, ref[1], err_msg=str(key))
+        for k, v in grads.items():
+            np.testing.assert_array_equal(v, ref[2][k], err_msg=f"{k} {key}")
+    layer64 = cell(9, H, num_layers=2, dtype=np.float64, random_state=1)
+    out64, _, dX64, g64 = _public(layer64, X.astype(np.float64), lengths,
+                                  d_out.astype(np.float64), None, True)
+    assert np.abs(ref[0] - out64).max() < 1e-4
+    for k, v in g64.items():
+        assert np.abs(ref[2][k] - v).max() <= 1e-3 * (np.abs(v).max() + 1e-6), k
