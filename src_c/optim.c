@@ -37,7 +37,7 @@
 /* elements per thread below which threads do not pay. At 65536 the ~70,000 parameters
    of an LSTM of hidden 128 (Adam, clipped) took one thread, 66-89 us a step (the update
    streams 7 arrays: memory-bound on one core); at 16384 two, 45-57 us */
-#define FR_OPT_MIN_WORK 16384.0   /* elements per thread below which threads do not pay */
+#define FR_OPT_MIN_WORK 16384.0
 
 static int64_t fr_opt_blocks(int64_t n) { return (n + FR_OPT_BLOCK - 1) / FR_OPT_BLOCK; }
 
