@@ -541,7 +541,7 @@ FR_CLONES static void FR(add_outer)(real *restrict acc, const real *x, const siz
                                     real *const *g, int n, int I, int GH)
 {
 #if FR_IS_FLOAT
-    if (fr_add_outer_f32(acc, x, xrow, g, n, I, GH)) return;   /* AVX-512, same bits */
+    if (fr_add_outer_f32(acc, x, xrow, g, n, I, GH)) return;   /* AVX-512 (kernels.h) */
 #endif
     int r = 0;
     for (; r + 4 <= n; r += 4) {

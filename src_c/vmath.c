@@ -101,9 +101,20 @@ static inline __mmask16 fr_lanes16(int left)
     return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
 }
 
-static inline FR_AVX512 __m512 fr_load_part_avx512(const float *p, __mmask16 m)
+/* the lanes of m at p (a plain load when m is the constant whole mask: it can then be
+   an operand of the arithmetic that uses it) */
+static inline __attribute__((always_inline)) FR_AVX512 __m512
+fr_load_part_avx512(const float *p, __mmask16 m)
 {
+    if (__builtin_constant_p(m) && m == 0xFFFF) return _mm512_loadu_ps(p);
     return _mm512_maskz_loadu_ps(m, p);
+}
+
+static inline __attribute__((always_inline)) FR_AVX512 void
+fr_store_part_avx512(float *p, __mmask16 m, __m512 v)
+{
+    if (__builtin_constant_p(m) && m == 0xFFFF) _mm512_storeu_ps(p, v);
+    else _mm512_mask_storeu_ps(p, m, v);
 }
 
 /* bf16 inference's activations (the fused steps below with fast = 1): 2^t by a degree-4
@@ -168,24 +179,15 @@ static inline __attribute__((always_inline)) FR_AVX512 __m512 fr_th16(__m512 x, 
    thread count) runs these, so results do not depend on the path. store: the values
    backward needs ([i, f, g, o] / [r, z, n, W_hn h + b_hn]), or NULL (inference: nothing
    but h and c is written). */
-static inline FR_AVX512 __m512 fr_sum4_avx512(const float *xp, const float *a, const float *bi,
-                                              const float *bh, int j, __mmask16 m)
+static inline __attribute__((always_inline)) FR_AVX512 __m512
+fr_sum4_avx512(const float *xp, const float *a, const float *bi, const float *bh, int j,
+               __mmask16 m)
 {
     /* ((x + a) + b_ih) + b_hh, or (a + b_ih) + b_hh: the cell files' order */
     __m512 s = fr_load_part_avx512(a + j, m);
     if (xp) s = _mm512_add_ps(fr_load_part_avx512(xp + j, m), s);
     s = _mm512_add_ps(s, fr_load_part_avx512(bi + j, m));
     return _mm512_add_ps(s, fr_load_part_avx512(bh + j, m));
-}
-
-/* four values of a row of n units at p, p + n, p + 2n, p + 3n (lanes of m) */
-static inline FR_AVX512 void fr_store4_avx512(float *p, int n, __mmask16 m, __m512 v0,
-                                              __m512 v1, __m512 v2, __m512 v3)
-{
-    _mm512_mask_storeu_ps(p, m, v0);
-    _mm512_mask_storeu_ps(p + n, m, v1);
-    _mm512_mask_storeu_ps(p + 2 * n, m, v2);
-    _mm512_mask_storeu_ps(p + 3 * n, m, v3);
 }
 
 /* The values a training forward keeps for backward (gates, h and c rows) are written
@@ -201,10 +203,54 @@ static inline int fr_nt_rows(int H, const float *a, const float *b, const float 
     return H % 16 == 0 && !((uintptr_t)a & 63) && !((uintptr_t)b & 63) && !((uintptr_t)c & 63);
 }
 
-static inline FR_AVX512 void fr_keep16(float *p, __m512 v, const int nt)
+/* a kept value: streamed (nt: every lane, the rows aligned) or stored in the lanes of m */
+static inline __attribute__((always_inline)) FR_AVX512 void
+fr_keep16(float *p, __mmask16 m, __m512 v, const int nt)
 {
     if (nt) _mm512_stream_ps(p, v);
-    else _mm512_storeu_ps(p, v);
+    else fr_store_part_avx512(p, m, v);
+}
+
+/* four kept values of a row of n units at p, p + n, p + 2n, p + 3n */
+static inline __attribute__((always_inline)) FR_AVX512 void fr_keep4(float *p, int n, __mmask16 m, __m512 v0, __m512 v1,
+                                      __m512 v2, __m512 v3, const int nt)
+{
+    fr_keep16(p, m, v0, nt);
+    fr_keep16(p + n, m, v1, nt);
+    fr_keep16(p + 2 * n, m, v2, nt);
+    fr_keep16(p + 3 * n, m, v3, nt);
+}
+
+/* U blocks of 16 units of one LSTM row from unit j, the lanes of each in m (whole but
+   for a single last block; whole whenever nt) */
+static inline __attribute__((always_inline)) FR_AVX512 void
+fr_lstm_units(const int U, int j, __mmask16 m, int H, const float *xr, const float *ar,
+              const float *b_ih, const float *b_hh, float *hr, float *cr, float *st,
+              float *hk, float *ck, const int fast, const int nt)
+{
+    __m512 i[FR_UNITS_U], f[FR_UNITS_U], g[FR_UNITS_U], o[FR_UNITS_U];
+    __m512 cn[FR_UNITS_U], hn[FR_UNITS_U];
+    for (int u = 0; u < U; u++)
+        i[u] = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, j + 16 * u, m), fast);
+    for (int u = 0; u < U; u++)
+        f[u] = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, H + j + 16 * u, m), fast);
+    for (int u = 0; u < U; u++)
+        g[u] = fr_th16(fr_sum4_avx512(xr, ar, b_ih, b_hh, 2 * H + j + 16 * u, m), fast);
+    for (int u = 0; u < U; u++)
+        o[u] = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, 3 * H + j + 16 * u, m), fast);
+    for (int u = 0; u < U; u++)
+        cn[u] = _mm512_fmadd_ps(f[u], fr_load_part_avx512(cr + j + 16 * u, m),
+                                _mm512_mul_ps(i[u], g[u]));
+    for (int u = 0; u < U; u++)
+        hn[u] = _mm512_mul_ps(fr_th16(cn[u], fast), o[u]);
+    for (int u = 0; u < U; u++) {
+        const int ju = j + 16 * u;
+        fr_store_part_avx512(cr + ju, m, cn[u]);
+        fr_store_part_avx512(hr + ju, m, hn[u]);
+        if (st) fr_keep4(st + ju, H, m, i[u], f[u], g[u], o[u], nt);
+        if (hk) fr_keep16(hk + ju, m, hn[u], nt);
+        if (ck) fr_keep16(ck + ju, m, cn[u], nt);
+    }
 }
 
 static inline __attribute__((always_inline)) FR_AVX512 void
@@ -221,51 +267,12 @@ fr_lstm_rows_body(int n, int H, const float *xp, const float *a, const float *b_
         float *hk = h_keep ? h_keep + (size_t)r * H : NULL;
         float *ck = c_keep ? c_keep + (size_t)r * H : NULL;
         int j = 0;
-        for (; j + 16 * FR_UNITS_U <= H; j += 16 * FR_UNITS_U) {   /* blocks side by side */
-            const __mmask16 m = 0xFFFF;
-            __m512 i[FR_UNITS_U], f[FR_UNITS_U], g[FR_UNITS_U], o[FR_UNITS_U];
-            __m512 cn[FR_UNITS_U], hn[FR_UNITS_U];
-            for (int u = 0; u < FR_UNITS_U; u++)
-                i[u] = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, j + 16 * u, m), fast);
-            for (int u = 0; u < FR_UNITS_U; u++)
-                f[u] = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, H + j + 16 * u, m), fast);
-            for (int u = 0; u < FR_UNITS_U; u++)
-                g[u] = fr_th16(fr_sum4_avx512(xr, ar, b_ih, b_hh, 2 * H + j + 16 * u, m), fast);
-            for (int u = 0; u < FR_UNITS_U; u++)
-                o[u] = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, 3 * H + j + 16 * u, m), fast);
-            for (int u = 0; u < FR_UNITS_U; u++)
-                cn[u] = _mm512_fmadd_ps(f[u], _mm512_loadu_ps(cr + j + 16 * u),
-                                        _mm512_mul_ps(i[u], g[u]));
-            for (int u = 0; u < FR_UNITS_U; u++)
-                hn[u] = _mm512_mul_ps(fr_th16(cn[u], fast), o[u]);
-            for (int u = 0; u < FR_UNITS_U; u++) {
-                const int ju = j + 16 * u;
-                _mm512_storeu_ps(cr + ju, cn[u]);
-                _mm512_storeu_ps(hr + ju, hn[u]);
-                if (st) {
-                    fr_keep16(st + ju, i[u], nt);
-                    fr_keep16(st + H + ju, f[u], nt);
-                    fr_keep16(st + 2 * H + ju, g[u], nt);
-                    fr_keep16(st + 3 * H + ju, o[u], nt);
-                }
-                if (hk) fr_keep16(hk + ju, hn[u], nt);
-                if (ck) fr_keep16(ck + ju, cn[u], nt);
-            }
-        }
-        for (; j < H; j += 16) {
-            const __mmask16 m = fr_lanes16(H - j);
-            const __m512 i = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, j, m), fast);
-            const __m512 f = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, H + j, m), fast);
-            const __m512 g = fr_th16(fr_sum4_avx512(xr, ar, b_ih, b_hh, 2 * H + j, m), fast);
-            const __m512 o = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, 3 * H + j, m), fast);
-            const __m512 cn = _mm512_fmadd_ps(f, fr_load_part_avx512(cr + j, m), _mm512_mul_ps(i, g));
-            const __m512 hn = _mm512_mul_ps(fr_th16(cn, fast), o);
-            _mm512_mask_storeu_ps(cr + j, m, cn);
-            _mm512_mask_storeu_ps(hr + j, m, hn);
-            if (st) fr_store4_avx512(st + j, H, m, i, f, g, o);
-            if (hk) _mm512_mask_storeu_ps(hk + j, m, hn);
-            if (ck) _mm512_mask_storeu_ps(ck + j, m, cn);
-        }
+        for (; j + 16 * FR_UNITS_U <= H; j += 16 * FR_UNITS_U)    /* blocks side by side */
+            fr_lstm_units(FR_UNITS_U, j, 0xFFFF, H, xr, ar, b_ih, b_hh, hr, cr, st, hk, ck,
+                          fast, nt);
+        for (; j < H; j += 16)
+            fr_lstm_units(1, j, fr_lanes16(H - j), H, xr, ar, b_ih, b_hh, hr, cr, st, hk, ck,
+                          fast, nt);
     }
     if (nt) _mm_sfence();       /* the streamed rows are visible before anything after */
 }
@@ -281,6 +288,36 @@ FR_AVX512 void fr_lstm_rows_forward_avx512(int n, int H, const float *xp, const 
         fr_lstm_rows_body(n, H, xp, a, b_ih, b_hh, h, ldh, c, store, h_keep, c_keep, 0);
 }
 
+/* U blocks of 16 units of one GRU row from unit j, as fr_lstm_units */
+static inline __attribute__((always_inline)) FR_AVX512 void
+fr_gru_units(const int U, int j, __mmask16 m, int H, const float *xr, const float *ar,
+             const float *b_ih, const float *b_hh, float *hr, float *st, float *hk,
+             const int fast, const int nt)
+{
+    __m512 rg[FR_UNITS_U], zg[FR_UNITS_U], hn[FR_UNITS_U], ng[FR_UNITS_U];
+    for (int u = 0; u < U; u++)
+        rg[u] = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, j + 16 * u, m), fast);
+    for (int u = 0; u < U; u++)
+        zg[u] = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, H + j + 16 * u, m), fast);
+    for (int u = 0; u < U; u++) {
+        const int ju = j + 16 * u;
+        hn[u] = _mm512_add_ps(fr_load_part_avx512(ar + 2 * H + ju, m),
+                              fr_load_part_avx512(b_hh + 2 * H + ju, m));
+        const __m512 xn = _mm512_add_ps(fr_load_part_avx512(xr + 2 * H + ju, m),
+                                        fr_load_part_avx512(b_ih + 2 * H + ju, m));
+        ng[u] = fr_th16(_mm512_fmadd_ps(rg[u], hn[u], xn), fast);
+    }
+    for (int u = 0; u < U; u++) {
+        const int ju = j + 16 * u;
+        /* h' = n + z (h - n) */
+        const __m512 hp = fr_load_part_avx512(hr + ju, m);
+        const __m512 hnew = _mm512_fmadd_ps(zg[u], _mm512_sub_ps(hp, ng[u]), ng[u]);
+        fr_store_part_avx512(hr + ju, m, hnew);
+        if (st) fr_keep4(st + ju, H, m, rg[u], zg[u], ng[u], hn[u], nt);
+        if (hk) fr_keep16(hk + ju, m, hnew, nt);
+    }
+}
+
 static inline __attribute__((always_inline)) FR_AVX512 void
 fr_gru_rows_body(int n, int H, const float *xp, const float *a, const float *b_ih,
                  const float *b_hh, float *h, int ldh, float *store, float *h_keep,
@@ -294,52 +331,10 @@ fr_gru_rows_body(int n, int H, const float *xp, const float *a, const float *b_i
         float *hk = h_keep ? h_keep + (size_t)r * H : NULL;
         float *st = store ? store + (size_t)r * 4 * H : NULL;
         int j = 0;
-        for (; j + 16 * FR_UNITS_U <= H; j += 16 * FR_UNITS_U) {   /* blocks side by side */
-            const __mmask16 m = 0xFFFF;
-            __m512 rg[FR_UNITS_U], zg[FR_UNITS_U], hn[FR_UNITS_U], ng[FR_UNITS_U];
-            for (int u = 0; u < FR_UNITS_U; u++)
-                rg[u] = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, j + 16 * u, m), fast);
-            for (int u = 0; u < FR_UNITS_U; u++)
-                zg[u] = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, H + j + 16 * u, m), fast);
-            for (int u = 0; u < FR_UNITS_U; u++) {
-                const int ju = j + 16 * u;
-                hn[u] = _mm512_add_ps(_mm512_loadu_ps(ar + 2 * H + ju),
-                                      _mm512_loadu_ps(b_hh + 2 * H + ju));
-                const __m512 xn = _mm512_add_ps(_mm512_loadu_ps(xr + 2 * H + ju),
-                                                _mm512_loadu_ps(b_ih + 2 * H + ju));
-                ng[u] = fr_th16(_mm512_fmadd_ps(rg[u], hn[u], xn), fast);
-            }
-            for (int u = 0; u < FR_UNITS_U; u++) {
-                const int ju = j + 16 * u;
-                /* h' = n + z (h - n) */
-                const __m512 hp = _mm512_loadu_ps(hr + ju);
-                const __m512 hnew = _mm512_fmadd_ps(zg[u], _mm512_sub_ps(hp, ng[u]), ng[u]);
-                _mm512_storeu_ps(hr + ju, hnew);
-                if (st) {
-                    fr_keep16(st + ju, rg[u], nt);
-                    fr_keep16(st + H + ju, zg[u], nt);
-                    fr_keep16(st + 2 * H + ju, ng[u], nt);
-                    fr_keep16(st + 3 * H + ju, hn[u], nt);
-                }
-                if (hk) fr_keep16(hk + ju, hnew, nt);
-            }
-        }
-        for (; j < H; j += 16) {
-            const __mmask16 m = fr_lanes16(H - j);
-            const __m512 rg = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, j, m), fast);
-            const __m512 zg = fr_sig16(fr_sum4_avx512(xr, ar, b_ih, b_hh, H + j, m), fast);
-            const __m512 hn = _mm512_add_ps(fr_load_part_avx512(ar + 2 * H + j, m),
-                                            fr_load_part_avx512(b_hh + 2 * H + j, m));
-            const __m512 xn = _mm512_add_ps(fr_load_part_avx512(xr + 2 * H + j, m),
-                                            fr_load_part_avx512(b_ih + 2 * H + j, m));
-            const __m512 ng = fr_th16(_mm512_fmadd_ps(rg, hn, xn), fast);
-            /* h' = n + z (h - n) */
-            const __m512 hp = fr_load_part_avx512(hr + j, m);
-            const __m512 hnew = _mm512_fmadd_ps(zg, _mm512_sub_ps(hp, ng), ng);
-            _mm512_mask_storeu_ps(hr + j, m, hnew);
-            if (st) fr_store4_avx512(st + j, H, m, rg, zg, ng, hn);
-            if (hk) _mm512_mask_storeu_ps(hk + j, m, hnew);
-        }
+        for (; j + 16 * FR_UNITS_U <= H; j += 16 * FR_UNITS_U)    /* blocks side by side */
+            fr_gru_units(FR_UNITS_U, j, 0xFFFF, H, xr, ar, b_ih, b_hh, hr, st, hk, fast, nt);
+        for (; j < H; j += 16)
+            fr_gru_units(1, j, fr_lanes16(H - j), H, xr, ar, b_ih, b_hh, hr, st, hk, fast, nt);
     }
     if (nt) _mm_sfence();       /* the streamed rows are visible before anything after */
 }
@@ -402,7 +397,7 @@ FR_AVX512 void fr_lstm_rows_backward_avx512(int n, int H, const float *store,
             const __m512 dg = _mm512_mul_ps(_mm512_mul_ps(dct, i), _mm512_fnmadd_ps(gg, gg, one));
             const __m512 dout = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(d, t), o),
                                               _mm512_sub_ps(one, o));
-            fr_store4_avx512(g + j, H, m, di, df, dg, dout);
+            fr_keep4(g + j, H, m, di, df, dg, dout, 0);
             _mm512_mask_storeu_ps(dcr + j, m, _mm512_mul_ps(dct, f));
             _mm512_mask_storeu_ps(dhr + j, m, _mm512_setzero_ps());
         }
