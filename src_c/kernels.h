@@ -73,6 +73,11 @@ void fr_lstm_rows_forward_avx512(int n, int H, const float *xp, const float *a,
 void fr_gru_rows_forward_avx512(int n, int H, const float *xp, const float *a,
                                 const float *b_ih, const float *b_hh, float *h, int ldh,
                                 float *store, float *h_keep, int fast);
+/* one GRU inference row, float32 activations, from h_prev into h (vmath.c; only when
+   fr_avx512): the unit-split path's step without copying h_prev into h first */
+void fr_gru_row_forward_from_avx512(int H, const float *xp, const float *a,
+                                    const float *b_ih, const float *b_hh,
+                                    const float *h_prev, float *h);
 /* rnn.c's forward rows with fast's cheaper tanh, for bf16 inference (vmath.c) */
 void fr_rnn_rows_forward_fast_avx512(int n, int H, int relu, const float *xp,
                                      const float *a, const float *b_ih, const float *b_hh,

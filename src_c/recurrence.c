@@ -800,16 +800,18 @@ static void FR(forward_split)(const fr_dims *d, int nt, real *out, real *h_n, re
                     for (int b = 0; b < B; b++) {
                         const int len = lengths[b];
                         real *hn = nxt + (size_t)b * H + u0;
-                        if (t >= len || gru)             /* carried, or GRU's h_{t-1} */
+                        if (t >= len) {                  /* carried */
                             memcpy(hn, cur + (size_t)b * H + u0, sizeof(real) * hs);
-                        if (t >= len) continue;
+                            continue;
+                        }
                         real *ab = a + (size_t)b * GS;
                         const real *xpb = xp + ((size_t)s * B + b) * GS;
                         if (lstm)
                             FR(lstm_rows_forward)(1, hs, xpb, ab, bi, bh, hn, H, cst + (size_t)b * hs, NULL,
                                                   NULL, NULL);
-                        else if (gru)
-                            FR(gru_rows_forward)(1, hs, xpb, ab, bi, bh, hn, H, NULL, NULL);
+                        else if (gru)    /* h_{t-1} read from cur, h_t written to nxt */
+                            fr_gru_row_forward_from_avx512(hs, xpb, ab, bi, bh,
+                                                           cur + (size_t)b * H + u0, hn);
                         else
                             FR(rnn_rows_forward)(1, hs, cell == FR_RNN_RELU, xpb, ab, bi, bh, hn, H, NULL);
                         if (out)

@@ -288,11 +288,12 @@ FR_AVX512 void fr_lstm_rows_forward_avx512(int n, int H, const float *xp, const 
         fr_lstm_rows_body(n, H, xp, a, b_ih, b_hh, h, ldh, c, store, h_keep, c_keep, 0);
 }
 
-/* U blocks of 16 units of one GRU row from unit j, as fr_lstm_units */
+/* U blocks of 16 units of one GRU row from unit j, as fr_lstm_units; the previous state
+   is read from hpr (which may be hr itself) and the new one written to hr */
 static inline __attribute__((always_inline)) FR_AVX512 void
 fr_gru_units(const int U, int j, __mmask16 m, int H, const float *xr, const float *ar,
-             const float *b_ih, const float *b_hh, float *hr, float *st, float *hk,
-             const int fast, const int nt)
+             const float *b_ih, const float *b_hh, const float *hpr, float *hr, float *st,
+             float *hk, const int fast, const int nt)
 {
     __m512 rg[FR_UNITS_U], zg[FR_UNITS_U], hn[FR_UNITS_U], ng[FR_UNITS_U];
     for (int u = 0; u < U; u++)
@@ -309,8 +310,8 @@ fr_gru_units(const int U, int j, __mmask16 m, int H, const float *xr, const floa
     }
     for (int u = 0; u < U; u++) {
         const int ju = j + 16 * u;
-        /* h' = n + z (h - n) */
-        const __m512 hp = fr_load_part_avx512(hr + ju, m);
+        /* h' = n + z (h - n), h read from hpr (the previous state's row) */
+        const __m512 hp = fr_load_part_avx512(hpr + ju, m);
         const __m512 hnew = _mm512_fmadd_ps(zg[u], _mm512_sub_ps(hp, ng[u]), ng[u]);
         fr_store_part_avx512(hr + ju, m, hnew);
         if (st) fr_keep4(st + ju, H, m, rg[u], zg[u], ng[u], hn[u], nt);
@@ -318,23 +319,27 @@ fr_gru_units(const int U, int j, __mmask16 m, int H, const float *xr, const floa
     }
 }
 
+/* n GRU rows; h_prev: the previous state's rows (ld ldh), or NULL: h's own (updated in
+   place) */
 static inline __attribute__((always_inline)) FR_AVX512 void
 fr_gru_rows_body(int n, int H, const float *xp, const float *a, const float *b_ih,
-                 const float *b_hh, float *h, int ldh, float *store, float *h_keep,
-                 const int fast)
+                 const float *b_hh, const float *h_prev, float *h, int ldh, float *store,
+                 float *h_keep, const int fast)
 {
     const size_t GH = 3 * (size_t)H;
     const int nt = (store || h_keep) && fr_nt_rows(H, store, h_keep, NULL);
     for (int r = 0; r < n; r++) {
         const float *xr = xp + (size_t)r * GH, *ar = a + (size_t)r * GH;
         float *hr = h + (size_t)r * ldh;
+        const float *hpr = h_prev ? h_prev + (size_t)r * ldh : hr;
         float *hk = h_keep ? h_keep + (size_t)r * H : NULL;
         float *st = store ? store + (size_t)r * 4 * H : NULL;
         int j = 0;
         for (; j + 16 * FR_UNITS_U <= H; j += 16 * FR_UNITS_U)    /* blocks side by side */
-            fr_gru_units(FR_UNITS_U, j, 0xFFFF, H, xr, ar, b_ih, b_hh, hr, st, hk, fast, nt);
+            fr_gru_units(FR_UNITS_U, j, 0xFFFF, H, xr, ar, b_ih, b_hh, hpr, hr, st, hk, fast, nt);
         for (; j < H; j += 16)
-            fr_gru_units(1, j, fr_lanes16(H - j), H, xr, ar, b_ih, b_hh, hr, st, hk, fast, nt);
+            fr_gru_units(1, j, fr_lanes16(H - j), H, xr, ar, b_ih, b_hh, hpr, hr, st, hk, fast,
+                         nt);
     }
     if (nt) _mm_sfence();       /* the streamed rows are visible before anything after */
 }
@@ -344,9 +349,19 @@ FR_AVX512 void fr_gru_rows_forward_avx512(int n, int H, const float *xp, const f
                                           int ldh, float *store, float *h_keep, int fast)
 {
     if (fast)
-        fr_gru_rows_body(n, H, xp, a, b_ih, b_hh, h, ldh, store, h_keep, 1);
+        fr_gru_rows_body(n, H, xp, a, b_ih, b_hh, NULL, h, ldh, store, h_keep, 1);
     else
-        fr_gru_rows_body(n, H, xp, a, b_ih, b_hh, h, ldh, store, h_keep, 0);
+        fr_gru_rows_body(n, H, xp, a, b_ih, b_hh, NULL, h, ldh, store, h_keep, 0);
+}
+
+/* One GRU row of inference (float32 activations) that reads the previous state from
+   h_prev and writes the new one to h: the unit-split path keeps both in its two state
+   rows, so nothing is copied into h first. */
+FR_AVX512 void fr_gru_row_forward_from_avx512(int H, const float *xp, const float *a,
+                                              const float *b_ih, const float *b_hh,
+                                              const float *h_prev, float *h)
+{
+    fr_gru_rows_body(1, H, xp, a, b_ih, b_hh, h_prev, h, H, NULL, NULL, 0);
 }
 
 /* The RNN forward step of n rows for bf16 inference: h = act(x + a + b_ih + b_hh) with
@@ -468,6 +483,12 @@ void fr_gru_rows_forward_avx512(int n, int H, const float *xp, const float *a,
 {
     (void)n; (void)H; (void)xp; (void)a; (void)b_ih; (void)b_hh; (void)h; (void)ldh;
     (void)store; (void)h_keep; (void)fast;
+}
+void fr_gru_row_forward_from_avx512(int H, const float *xp, const float *a,
+                                    const float *b_ih, const float *b_hh,
+                                    const float *h_prev, float *h)
+{
+    (void)H; (void)xp; (void)a; (void)b_ih; (void)b_hh; (void)h_prev; (void)h;
 }
 void fr_rnn_rows_forward_fast_avx512(int n, int H, int relu, const float *xp,
                                      const float *a, const float *b_ih, const float *b_hh,
