@@ -412,8 +412,8 @@ class _Recurrent:
         it runs float32, with a RuntimeWarning once per process. See README
         "bfloat16 inference"."""
         if (lengths is None and h0 is None and c0 is None and not training
-                and n_threads is None and precision == "float32"):
-            res = self._infer_plain(X, return_sequences)
+                and precision == "float32"):
+            res = self._infer_plain(X, return_sequences, n_threads)
             if res is not None:
                 return res
         use_bf16 = self._use_bf16(precision, training)
@@ -447,7 +447,7 @@ class _Recurrent:
             return None
         return X.shape[0], X.shape[1]
 
-    def _infer_plain(self, X, return_sequences):
+    def _infer_plain(self, X, return_sequences, n_threads=None):
         """forward(X, training=False) of full-length sequences from a zero state (the
         common inference call) with the checks made cheap, or None for forward's full
         path (X not a C-contiguous 3-D array of the layer's dtype with the right feature
@@ -470,9 +470,10 @@ class _Recurrent:
             self._plain = plain
         if not _core.all_finite(X):
             raise ValueError("X contains NaN or infinity")
+        nt = _resolve_threads(n_threads)
         zeros = self._zero_state(B)
         return self._run_forward(X, plain[1], zeros, zeros, self._checked_params(), False,
-                                 _resolve_threads(None), return_sequences, False)
+                                 nt, return_sequences, False)
 
     def _train_forward(self, X, lengths, n_threads, return_sequences=True):
         """forward(X, lengths, training=True, ...) for a caller that has

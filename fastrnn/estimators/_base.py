@@ -39,6 +39,7 @@ __all__ = ["RecurrentEstimator"]
 
 _PREDICT_BATCH = 1024
 _PREDICT_MEMORY = 256 << 20   # bytes of layer scratch one predict batch may take
+_REPEAT_SCALING = 1 << 16     # input values above which the scaling repeats mean/scale
 _MAX_JOBS = 1 << 10
 _MAX_VOCAB = 1 << 26
 
@@ -394,9 +395,11 @@ class RecurrentEstimator:
                 seqs.values = ((seqs.values - mean) / scale).astype(dtype, copy=False)
                 return seqs
             # mean and scale repeated over the steps: the loops run over whole sequences
-            steps = seqs.values.shape[1:]
-            mean = np.broadcast_to(mean, steps).copy()
-            scale = np.broadcast_to(scale, steps).copy()
+            # (not worth the two copies for a few sequences; the same values either way)
+            if seqs.values.size > _REPEAT_SCALING:
+                steps = seqs.values.shape[1:]
+                mean = np.broadcast_to(mean, steps).copy()
+                scale = np.broadcast_to(scale, steps).copy()
             out = np.empty(seqs.values.shape, dtype=dtype)
             np.subtract(seqs.values, mean, out=out)
             seqs.values = np.divide(out, scale, out=out)
@@ -446,13 +449,16 @@ class RecurrentEstimator:
 
     def _raw_rows(self, seqs, precision="float32"):
         step = self._predict_batch_size(seqs.steps)
+        full = seqs.kind != "ragged"       # every sequence has all the steps
+        nt = self._n_threads()
         outs = []
         for start in range(0, len(seqs), step):
             sl = slice(start, start + step)
             lb = seqs.lengths[sl]
-            outs.append(self.model_.forward(seqs.values[sl, :lb.max()], lb, False,
-                                            self._n_threads(), precision=precision))
-        return np.concatenate(outs, axis=0)
+            outs.append(self.model_.forward(seqs.values[sl] if full else
+                                            seqs.values[sl, :lb.max()], lb, False, nt,
+                                            precision=precision, full=full))
+        return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)
 
     def stream(self, batch_size=1):
         """A stream over this fitted model: ``stream.step(x_t)`` feeds one step of

@@ -67,9 +67,11 @@ class SequenceModel:
             return xb
         return self.embedding.forward(xb, lengths, training=training)
 
-    def forward(self, xb, lengths, training, n_threads, precision="float32"):
+    def forward(self, xb, lengths, training, n_threads, precision="float32", full=False):
         """Output rows for a batch: (B, n_outputs) for 'last', (sum(lengths), n_outputs)
-        for 'every'. precision: of the recurrent stack's products (inference only)."""
+        for 'every'. precision: of the recurrent stack's products (inference only).
+        full: every length is the batch's step count (the layers' plain inference path
+        then serves it: no per-call checks of lengths and states)."""
         inp = self._inputs(xb, lengths, training)
         B, T = inp.shape[:2]
         last = self.reach == "last"
@@ -77,8 +79,13 @@ class SequenceModel:
             out, state = self.rnn._train_forward(inp, lengths, n_threads,
                                                  return_sequences=not last)
         else:
-            out, state = self.rnn.forward(inp, lengths, training=False, n_threads=n_threads,
-                                          return_sequences=not last, precision=precision)
+            res = None
+            if full and precision == "float32":
+                res = self.rnn._infer_plain(inp, not last, n_threads)
+            if res is None:
+                res = self.rnn.forward(inp, lengths, training=False, n_threads=n_threads,
+                                       return_sequences=not last, precision=precision)
+            out, state = res
         if last:
             feats = self._last_features(state)
             rows = None
