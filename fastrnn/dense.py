@@ -56,17 +56,7 @@ class Dense:
         return {"weight": (self.out_features, self.in_features), "bias": (self.out_features,)}
 
     def _checked_params(self):
-        """checked_params(params), the common case first: both already C-contiguous
-        arrays of the layer's dtype and shapes (then returned as they are)."""
-        p, dt = self.params, self.dtype
-        if type(p) is dict:
-            W, b = p.get("weight"), p.get("bias")
-            if (type(W) is np.ndarray and type(b) is np.ndarray and W.dtype == dt
-                    and b.dtype == dt and W.shape == (self.out_features, self.in_features)
-                    and b.shape == (self.out_features,) and W.flags.c_contiguous
-                    and b.flags.c_contiguous):
-                return {"weight": W, "bias": b}
-        return checked_params(p, self.param_shapes(), dt)
+        return checked_params(self.params, self.param_shapes(), self.dtype)
 
     def _workspace(self, n):
         size = _core.dense_workspace_size(n, self.in_features, self.out_features)

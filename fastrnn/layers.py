@@ -18,7 +18,8 @@ import threading
 import numpy as np
 
 from . import _core
-from ._checks import _as_real_array, _check_dtype, _check_positive_int, checked_params
+from ._checks import (_as_real_array, _check_dtype, _check_positive_int, all_finite,
+                      checked_params)
 from .dense import Dense  # noqa: F401  (the dense layer, re-exported here)
 from .embedding import Embedding  # noqa: F401  (re-exported here)
 from ._memory import BLAS_INT_MAX, CHECK_ABOVE, check_memory
@@ -38,7 +39,7 @@ _MAX_THREADS = 1 << 10
 
 
 def _check_finite(arr, name):
-    if not np.isfinite(arr).all():
+    if not all_finite(arr):
         raise ValueError(f"{name} contains NaN or infinity")
 
 
@@ -320,21 +321,8 @@ class _Recurrent:
 
     def _checked_params(self):
         """The parameters as C-contiguous arrays of the layer's dtype (no copy when they
-        already are), after checking names and shapes. The common case first: every
-        parameter already is such an ndarray (checked_params' conversions would return
-        them unchanged; a batch-1 call spends as long in them as in two recurrence steps)."""
-        shapes, params, dt = self._param_shapes_cached(), self.params, self.dtype
-        if type(params) is dict:
-            out = {}
-            for name, shape in shapes.items():
-                p = params.get(name)
-                if type(p) is not np.ndarray or p.dtype != dt or p.shape != shape \
-                        or not p.flags.c_contiguous:
-                    break
-                out[name] = p
-            else:
-                return out
-        return checked_params(params, shapes, dt)
+        already are), after checking names and shapes."""
+        return checked_params(self.params, self._param_shapes_cached(), self.dtype)
 
     # ------------------------------------------------------------ input checks
     def _check_X(self, X, check_size=None):

@@ -153,16 +153,33 @@ def test_predict_still_refuses_nan_and_inf(layout):
         est.predict(np.full((2, 12, 4), 1e300))
 
 
-def test_dense_param_check_common_case_and_fallback():
-    """Dense's parameter check returns the arrays themselves when they are already
-    C-contiguous of the layer's dtype and shapes, converts anything else as before, and
-    still refuses a wrong shape."""
+def test_param_check_common_case_and_fallback(monkeypatch):
+    """checked_params (Dense, the recurrent layers, Embedding) returns the arrays
+    themselves when they already are C-contiguous of the layer's dtype and shapes,
+    without the conversion path (proven: with it refused, the calls still run), converts
+    anything else as before, and still refuses a wrong shape."""
+    from fastrnn import _checks
+    from fastrnn.embedding import Embedding
     d = Dense(6, 3, random_state=0)
+    layer = LSTM(6, 8, random_state=0)
+    emb = Embedding(10, 6, random_state=0)
     W, b = d.params["weight"], d.params["bias"]
-    p = d._checked_params()
-    assert p["weight"] is W and p["bias"] is b
     x = np.random.default_rng(0).standard_normal((5, 6)).astype(np.float32)
     want = d.forward(x)
+    real = _checks._as_real_array
+
+    def refuse(*a, **k):
+        raise AssertionError("the conversion path ran")
+    monkeypatch.setattr(_checks, "_as_real_array", refuse)
+    p = d._checked_params()
+    assert p["weight"] is W and p["bias"] is b
+    assert np.array_equal(d.forward(x), want)
+    assert all(v is layer.params[k] for k, v in layer._checked_params().items())
+    emb.forward(np.array([[1, 2, 3]]))
+    with pytest.raises(AssertionError, match="conversion path"):    # not the common case
+        _checks.checked_params({"weight": W.T.copy().T, "bias": b},
+                               d.param_shapes(), np.float32)
+    monkeypatch.setattr(_checks, "_as_real_array", real)
     d.params = {"weight": np.asfortranarray(W.astype(np.float64)), "bias": b.tolist()}
     p = d._checked_params()
     assert p["weight"].dtype == np.float32 and p["weight"].flags.c_contiguous

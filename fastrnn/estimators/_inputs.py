@@ -18,7 +18,7 @@ import numbers
 
 import numpy as np
 
-from .. import _core
+from .._checks import all_finite
 
 __all__ = ["Sequences", "read_X", "read_sample_weight", "make_rng", "rows_of", "flat_rows",
            "integer_weights", "virtual_index", "canonical_order", "row_moments",
@@ -55,14 +55,6 @@ class Sequences:
         return v[np.arange(self.steps) < lb[:, None]], lb
 
 
-def _finite(a):
-    """No NaN or infinity in the float array a: one pass of the core's check (no boolean
-    temporary) when a is C-contiguous float32/float64, else numpy's."""
-    if a.flags.c_contiguous and a.dtype in (np.float32, np.float64):
-        return _core.all_finite(a)
-    return bool(np.isfinite(a).all())
-
-
 def _as_float_array(a, name, dtype):
     a = np.asarray(a) if not isinstance(a, np.ndarray) else a
     if a.dtype.kind == "c":
@@ -80,7 +72,7 @@ def _as_float_array(a, name, dtype):
         raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
     with np.errstate(over="ignore"):
         converted = np.asarray(a, dtype=dtype)
-    if not _finite(converted):
+    if not all_finite(converted):
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             raise ValueError(f"{name} contains NaN or infinity")
         if a.dtype.kind in "fiu":
