@@ -149,7 +149,7 @@ def extensions():
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         depends=["src_c/fastrnn.h", "src_c/instantiate.h", "src_c/cells.h", "src_c/mathfn.h",
                  "src_c/kernels.h", "src_c/threads.h", "src_c/bf16.h", "src_c/optim.h",
-                 "src_c/layout.h"],
+                 "src_c/layout.h", "src_c/sync.h"],
     )
     return cythonize([ext], language_level=3)
 

@@ -1314,10 +1314,12 @@ cdef extern from "bf16.h" nogil:
     int fr_bf16_available()
     int fr_bf16_cpu()
     size_t fr_bf16_workspace(const fr_dims *d)
+    size_t fr_bf16_weight_cache_size(const fr_dims *d)
     int fr_forward_bf16_avx512bf16(const fr_dims *d, float *out, float *h_n, float *c_n,
                                    const float *x, const int *lengths, const float *h0,
                                    const float *c0, const float *w_ih, const float *w_hh,
-                                   const float *b_ih, const float *b_hh, float *ws)
+                                   const float *b_ih, const float *b_hh, float *ws,
+                                   float *cache)
     void fr_bf16_round_avx512bf16(unsigned short *dst, const float *src, size_t n)
     int fr_bf16_matmul_avx512bf16(int m, int n, int k, const float *a, int lda,
                                   const float *w, int ldw, float *c, int ldc)
@@ -1342,11 +1344,20 @@ def bf16_workspace_size(str cell, int batch, int steps, int input_size, int hidd
     return fr_bf16_workspace(&d)
 
 
+def bf16_weight_cache_size(str cell, int input_size, int hidden):
+    """Elements (float32) of forward_bf16's packed-weight cache of one layer-direction:
+    depends on the cell and sizes only."""
+    cdef fr_dims d = _dims(cell, 1, 1, input_size, hidden, False, 1, 1, hidden)
+    return fr_bf16_weight_cache_size(&d)
+
+
 def forward_bf16(str cell, bint reverse, int n_threads, int chunk, out, Py_ssize_t col,
                  h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, ws,
-                 bint batch_first=False):
+                 bint batch_first=False, wcache=None):
     """One layer-direction inference forward with bf16 products (as forward, float32
-    buffers only, no training buffers). Needs bf16_available()."""
+    buffers only, no training buffers). Needs bf16_available(). wcache: the
+    layer-direction's packed-weight cache (bf16_weight_cache_size(...) float32 elements,
+    zeroed when made, one per calling thread), or None."""
     if not fr_bf16_available():
         raise RuntimeError("fastrnn core: bf16 inference is not available on this CPU/setup")
     cdef _fwd_ptrs p
@@ -1357,13 +1368,16 @@ def forward_bf16(str cell, bint reverse, int n_threads, int chunk, out, Py_ssize
     if need == 0:
         raise MemoryError("fastrnn core: workspace size overflows")
     cdef void *pws = _ptr(ws, 'ws', cnp.NPY_FLOAT32, need, True)
+    cdef void *pwc = NULL
+    if wcache is not None:
+        pwc = _ptr(wcache, 'wcache', cnp.NPY_FLOAT32, fr_bf16_weight_cache_size(&d), True)
     cdef int rc
     with nogil:
         rc = fr_forward_bf16_avx512bf16(&d, <float*>p.out, <float*>p.h_n, <float*>p.c_n,
                                         <const float*>p.x, p.lengths, <const float*>p.h0,
                                         <const float*>p.c0, <const float*>p.w_ih,
                                         <const float*>p.w_hh, <const float*>p.b_ih,
-                                        <const float*>p.b_hh, <float*>pws)
+                                        <const float*>p.b_hh, <float*>pws, <float*>pwc)
     if rc != 0:
         raise ValueError("fastrnn core: invalid sizes or lengths")
 

@@ -399,9 +399,8 @@ class _Recurrent:
         1e-6). Elsewhere (or with FASTRNN_NO_BF16=1 / FASTRNN_PORTABLE=1)
         it runs float32, with a RuntimeWarning once per process. See README
         "bfloat16 inference"."""
-        if (lengths is None and h0 is None and c0 is None and not training
-                and precision == "float32"):
-            res = self._infer_plain(X, return_sequences, n_threads)
+        if lengths is None and h0 is None and c0 is None and not training:
+            res = self._infer_plain(X, return_sequences, n_threads, precision)
             if res is not None:
                 return res
         use_bf16 = self._use_bf16(precision, training)
@@ -435,13 +434,15 @@ class _Recurrent:
             return None
         return X.shape[0], X.shape[1]
 
-    def _infer_plain(self, X, return_sequences, n_threads=None):
-        """forward(X, training=False) of full-length sequences from a zero state (the
-        common inference call) with the checks made cheap, or None for forward's full
-        path (X not a C-contiguous 3-D array of the layer's dtype with the right feature
-        count, or a batch forward would split): the call-size check runs once per shape,
-        lengths and zero states are kept per shape, finiteness is one C pass. A batch-1
-        call spent as long in forward's checks as in its first 15 recurrence steps."""
+    def _infer_plain(self, X, return_sequences, n_threads=None, precision="float32"):
+        """forward(X, training=False, precision=...) of full-length sequences from a
+        zero state (the common inference call) with the checks made cheap, or None for
+        forward's full path (X not a C-contiguous 3-D array of the layer's dtype with the
+        right feature count, or a batch forward would split): the call-size check runs
+        once per shape, lengths and zero states are kept per shape, finiteness is one C
+        pass. A batch-1 call spent as long in forward's checks as in its first 15
+        recurrence steps."""
+        use_bf16 = precision != "float32" and self._use_bf16(precision, False)
         BT = self._direct_X(X)
         if BT is None:
             return None
@@ -461,7 +462,7 @@ class _Recurrent:
         nt = _resolve_threads(n_threads)
         zeros = self._zero_state(B)
         return self._run_forward(X, plain[1], zeros, zeros, self._checked_params(), False,
-                                 nt, return_sequences, False)
+                                 nt, return_sequences, use_bf16)
 
     def _train_forward(self, X, lengths, n_threads, return_sequences=True):
         """forward(X, lengths, training=True, ...) for a caller that has
@@ -520,7 +521,7 @@ class _Recurrent:
                 idx = k * D + d
                 s = suffixes[idx]
                 if use_bf16:
-                    self._forward_bf16(d, nt, chunk, out, h_n[idx],
+                    self._forward_bf16(k, d, nt, chunk, out, h_n[idx],
                                        c_n[idx] if lstm else None, inp, lengths, h0[idx],
                                        c0[idx] if lstm else None, params, s)
                     continue
@@ -583,7 +584,7 @@ class _Recurrent:
                              f"{type(self).__name__} has dtype {self.dtype.name}")
         return bf16_in_use()
 
-    def _forward_bf16(self, d, nt, chunk, out, h_n, c_n, inp, lengths, h0, c0, params, s):
+    def _forward_bf16(self, k, d, nt, chunk, out, h_n, c_n, inp, lengths, h0, c0, params, s):
         B, T, I = inp.shape
         H = self.hidden_size
         size = _core.bf16_workspace_size(self._core_cell, B, T, I, H, d == 1, nt, chunk,
@@ -591,23 +592,26 @@ class _Recurrent:
         ws = self._ws.get("forward_bf16", size, np.float32)
         _core.forward_bf16(self._core_cell, d == 1, nt, chunk, out, d * H, h_n, c_n, inp,
                            lengths, h0, c0, params["weight_ih" + s], params["weight_hh" + s],
-                           params["bias_ih" + s], params["bias_hh" + s], ws, True)
+                           params["bias_ih" + s], params["bias_hh" + s], ws, True,
+                           self._weight_cache(k, d, I, bf16=True))
 
-    def _weight_cache(self, k, d, input_size):
-        """The packed-weight cache of layer k, direction d for this Python thread (float32
-        only, and only for weights up to _CACHE_MAX_WEIGHTS elements: it holds a copy of
-        them and their packed panels). The core compares the weights with its copy on
-        every call, bit for bit, and repacks what changed: in-place updates, new arrays
-        (set_params, load_state_dict, optimizers) are always seen."""
+    def _weight_cache(self, k, d, input_size, bf16=False):
+        """The packed-weight cache of layer k, direction d for this Python thread, of
+        float32 or (bf16) bfloat16 panels; float32 layers only, and only for weights up to _CACHE_MAX_WEIGHTS elements: it holds a
+        copy of them and their packed panels. The core compares the weights with its
+        copy on every call, bit for bit, and repacks what changed: in-place updates, new
+        arrays (set_params, load_state_dict, optimizers) are always seen."""
         if self.dtype != np.float32:
             return None
-        key = ("wcache", k, d, self._core_cell, input_size, self.hidden_size)
+        key = ("wcache_bf16" if bf16 else "wcache", k, d, self._core_cell, input_size,
+               self.hidden_size)
         buf = self._ws.buffers.get((key, np.float32))
         if buf is not None or \
                 self._gate_count * self.hidden_size * (input_size + self.hidden_size) \
                 > _CACHE_MAX_WEIGHTS:
             return buf
-        size = _core.weight_cache_size(self._core_cell, input_size, self.hidden_size)
+        size = (_core.bf16_weight_cache_size if bf16 else _core.weight_cache_size)(
+            self._core_cell, input_size, self.hidden_size)
         return self._ws.get(key, size, np.float32, zeroed=True)
 
 

@@ -25,7 +25,7 @@ trap 'rm -rf "$TMP"' EXIT
 if [ "$#" -eq 0 ]; then
     set -- tests/test_layers.py tests/test_reference.py tests/test_robustness.py \
         tests/test_head_core.py tests/test_embedding.py tests/test_sequence_estimators.py \
-        tests/test_tokens.py tests/test_bf16.py tests/test_optim_native.py \
+        tests/test_tokens.py tests/test_bf16.py tests/test_bf16_small_batch.py tests/test_optim_native.py \
         tests/test_weight_cache.py tests/test_small_backward.py tests/test_train_fast_path.py -k "not rss and not joblib and not learns and not language and not generat"
 fi
 

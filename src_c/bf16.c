@@ -26,6 +26,7 @@
 #include "kernels.h"
 #include "layout.h"
 #include "threads.h"
+#include "sync.h"
 
 /* the float32 cells' step functions (cells.h, float instantiation) */
 void lstm_rows_forward_f32(int n, int H, const float *xp, float *a, const float *b_ih,
@@ -88,6 +89,68 @@ static size_t fr_bper_thread(const fr_dims *d)
     return total;
 }
 
+/* ---- The unit-split path (inference of one chunk with several threads) ----
+   As recurrence.c's float32 one: the hidden units are cut into one slice of hs = H / nt
+   per thread; each thread packs (or finds in the cache) the bf16 rows of W_ih and W_hh
+   that feed its units, projects a block of steps' inputs onto its gate columns, and per
+   step computes its columns of h W_hh^T and updates its units; the bf16 pairs of the
+   full h for the next step are assembled in a double-buffered shared row, so one barrier
+   per step suffices (sync.h). A batch-1 call is bound by streaming W_hh from the
+   caches at every step: each thread then streams only its slice. Every output element
+   is the same accumulator over the same pairs as on the chunk path, and the gate math
+   is the same per unit, so the results are the same bits (bf16.h). */
+/* multiply-adds of one step: twice recurrence.c's (a bf16 step streams half the bytes;
+   an RNN of hidden 128, whose bf16 W_hh fits one core's L1, ran 25% slower split) */
+#define FR_BSPLIT_MIN_STEP 32768.0
+static int fr_bsplit_threads(const fr_dims *d)
+{
+#ifndef _OPENMP
+    (void)d;
+    return 0;
+#else
+    if (fr_bnchunks(d) != 1 || d->hidden % 64 != 0) return 0;
+    const double step_work = (double)fr_bgates(d->cell) * d->hidden * (d->input + d->hidden);
+    if (step_work < FR_BSPLIT_MIN_STEP) return 0;
+    int nt = d->n_threads < 1 ? 1 : d->n_threads;
+    while (nt > 1 && d->hidden % (FR_BNR * nt) != 0) nt--;
+    return nt >= 2 ? nt : 0;
+#endif
+}
+
+/* floats of one slice's area: xg (K*B, Ip pairs), xp (K*B, GS), a (B, GS), the two bias
+   slices (GS each), h and c of the slice's units (B, hs each), a packing row (pairs) */
+static size_t fr_bsplit_per_thread(const fr_dims *d, int nt)
+{
+    const size_t B = (size_t)d->batch, K = (size_t)fr_bxblock(d), hs = (size_t)(d->hidden / nt);
+    const size_t GS = (size_t)fr_bgates(d->cell) * hs, Ip = (size_t)fr_kpairs(d->input);
+    const size_t Hp = (size_t)fr_kpairs(d->hidden);
+    const size_t parts[8] = {fr_bmul(K * B, Ip), fr_bmul(K * B, GS), B * GS, GS, GS, B * hs,
+                             B * hs, Ip > Hp ? Ip : Hp};
+    size_t total = 0;
+    for (int q = 0; q < 8; q++) {
+        if (!parts[q] || total + fr_bround(parts[q]) < total) return 0;
+        total += fr_bround(parts[q]);
+    }
+    return total;
+}
+
+/* pairs of the split path's packed slices: nt slices of GS columns x (Hp + Ip) pairs */
+static size_t fr_bsplit_packed(const fr_dims *d)
+{
+    const size_t GH = (size_t)fr_bgates(d->cell) * d->hidden;
+    return fr_bmul(GH, (size_t)fr_kpairs(d->hidden) + (size_t)fr_kpairs(d->input));
+}
+
+static size_t fr_bsplit_workspace(const fr_dims *d, int nt)
+{
+    const size_t packed = fr_bsplit_packed(d), per = fr_bsplit_per_thread(d, nt);
+    const size_t hb = fr_bmul(2 * (size_t)d->batch, (size_t)fr_kpairs(d->hidden));
+    const size_t threads = fr_bmul(per, (size_t)nt);
+    if (!packed || !per || !hb || !threads) return 0;
+    const size_t total = FR_BALIGN + fr_bround(packed) + fr_bround(hb) + threads;
+    return total < threads ? 0 : total;
+}
+
 size_t fr_bf16_workspace(const fr_dims *d)
 {
     if (!fr_bdims_ok(d)) return 0;
@@ -95,8 +158,48 @@ size_t fr_bf16_workspace(const fr_dims *d)
     const size_t pih = fr_bpacked(GH, d->input), phh = fr_bpacked(GH, d->hidden);
     const size_t per = fr_bmul(fr_bper_thread(d), (size_t)fr_bthreads(d));
     if (!pih || !phh || !per) return 0;
-    const size_t total = FR_BALIGN + fr_bround(pih) + fr_bround(phh) + per;
-    return total < per ? 0 : total;
+    size_t total = FR_BALIGN + fr_bround(pih) + fr_bround(phh) + per;
+    if (total < per) return 0;
+    const int nsplit = fr_bsplit_threads(d);
+    if (nsplit) {
+        const size_t split = fr_bsplit_workspace(d, nsplit);
+        if (!split) return 0;
+        if (split > total) total = split;
+    }
+    return total;
+}
+
+/* ---- The packed-weight cache (as recurrence.c's for float32; sync.h) ----
+   A caller that runs the same weights again may hand over a cache: a key, a copy of the
+   weights as they were when last packed, and the bf16 panels. Each call compares the
+   weights with the copy, bit for bit, and repacks what differs (an in-place change, a
+   new array, another thread count or path). Packing W_ih and W_hh to bf16 took about
+   as long as 15 steps of a batch-1 LSTM call.
+   Layout (floats, from the first 64-byte boundary): key (FR_BWC_KEY), copy of w_ih
+   (GH x I), copy of w_hh (GH x H), panels: the chunk path's W_ih then W_hh panels, or
+   the split path's slices. */
+#define FR_BWC_KEY 16
+#define FR_BWC_MAGIC 0x36314642
+enum { FR_BWC_CHUNK = 1, FR_BWC_SPLIT = 2 };
+static size_t fr_bwc_panels(const fr_dims *d)
+{
+    const int GH = fr_bgates(d->cell) * d->hidden;
+    const size_t pih = fr_bpacked(GH, d->input), phh = fr_bpacked(GH, d->hidden);
+    const size_t chunk = fr_bround(pih) + fr_bround(phh), split = fr_bsplit_packed(d);
+    if (!pih || !phh || !split || chunk < pih) return 0;
+    return chunk > split ? chunk : split;
+}
+
+size_t fr_bf16_weight_cache_size(const fr_dims *d)
+{
+    if (!fr_bdims_ok(d)) return 0;
+    const size_t GH = (size_t)fr_bgates(d->cell) * d->hidden;
+    const size_t ih = fr_bmul(GH, (size_t)d->input), hh = fr_bmul(GH, (size_t)d->hidden);
+    const size_t panels = fr_bwc_panels(d);
+    if (!ih || !hh || !panels) return 0;
+    const size_t total = FR_BALIGN + FR_BWC_KEY + fr_bround(ih) + fr_bround(hh)
+                       + fr_bround(panels);
+    return total < panels ? 0 : total;
 }
 
 int fr_bf16_available(void) { return fr_bf16_ok; }
@@ -221,28 +324,29 @@ fr_btile_avx512bf16(const int mr, int k2, const uint32_t *a, int lda, const uint
     }
 }
 
-/* mr (< 4) rows against four full panels at once (enough independent accumulators
-   when only one or two rows run) */
+/* mr (< 4) rows against npan (2 or 4) full panels at once (enough independent
+   accumulators when only one or two rows run); both compile-time constants */
 static inline __attribute__((always_inline)) FR_BF16 void
-fr_btile_few_avx512bf16(const int mr, int k2, const uint32_t *a, int lda, const uint32_t *bp,
-                        float *c, int ldc, int accumulate)
+fr_btile_few_avx512bf16(const int mr, const int npan, int k2, const uint32_t *a, int lda,
+                        const uint32_t *bp, float *c, int ldc, int accumulate)
 {
     __m512 acc[3][8];
+    const int nv = 2 * npan;
     const size_t ps = (size_t)FR_BNR * k2;       /* distance between panels */
     for (int i = 0; i < mr; i++)
-        for (int q = 0; q < 8; q++) acc[i][q] = _mm512_setzero_ps();
+        for (int q = 0; q < nv; q++) acc[i][q] = _mm512_setzero_ps();
     for (int kk = 0; kk < k2; kk++) {
         __m512bh b[8];
-        for (int q = 0; q < 8; q++)
+        for (int q = 0; q < nv; q++)
             b[q] = (__m512bh)_mm512_loadu_si512(
                 (const void *)(bp + (q >> 1) * ps + (size_t)kk * FR_BNR + (q & 1) * 16));
         for (int i = 0; i < mr; i++) {
             const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[(size_t)i * lda + kk]);
-            for (int q = 0; q < 8; q++) acc[i][q] = _mm512_dpbf16_ps(acc[i][q], av, b[q]);
+            for (int q = 0; q < nv; q++) acc[i][q] = _mm512_dpbf16_ps(acc[i][q], av, b[q]);
         }
     }
     for (int i = 0; i < mr; i++)
-        for (int q = 0; q < 8; q++) {
+        for (int q = 0; q < nv; q++) {
             float *cq = c + (size_t)i * ldc + (q >> 1) * FR_BNR + (q & 1) * 16;
             _mm512_storeu_ps(cq, accumulate ? _mm512_add_ps(_mm512_loadu_ps(cq), acc[i][q])
                                             : acc[i][q]);
@@ -262,9 +366,9 @@ static FR_BF16 void fr_bgemm_avx512bf16(int m, int n, int k2, const uint32_t *a,
             const uint32_t *bpp = bp + (size_t)p0 * FR_BNR * k2;
             float *cp = c + p0 * FR_BNR;
             switch (m) {
-            case 3: fr_btile_few_avx512bf16(3, k2, a, lda, bpp, cp, ldc, accumulate); break;
-            case 2: fr_btile_few_avx512bf16(2, k2, a, lda, bpp, cp, ldc, accumulate); break;
-            case 1: fr_btile_few_avx512bf16(1, k2, a, lda, bpp, cp, ldc, accumulate); break;
+            case 3: fr_btile_few_avx512bf16(3, 4, k2, a, lda, bpp, cp, ldc, accumulate); break;
+            case 2: fr_btile_few_avx512bf16(2, 4, k2, a, lda, bpp, cp, ldc, accumulate); break;
+            case 1: fr_btile_few_avx512bf16(1, 4, k2, a, lda, bpp, cp, ldc, accumulate); break;
             default: break;
             }
         }
@@ -287,6 +391,32 @@ static FR_BF16 void fr_bgemm_avx512bf16(int m, int n, int k2, const uint32_t *a,
         case 2: fr_btile_avx512bf16(2, k2, ai, lda, bpp, ci, ldc, nc, accumulate); break;
         case 1: fr_btile_avx512bf16(1, k2, ai, lda, bpp, ci, ldc, nc, accumulate); break;
         default: break;
+        }
+    }
+}
+
+/* fr_bgemm for the split path's per-step product of m < 4 rows over whole panels:
+   pairs of panels, in reverse order at every other step (backward), so that the pairs
+   the last step read last are read first, from L1 (they are not all evicted yet).
+   Same bits as fr_bgemm: every element is one accumulator over the pairs in order. */
+static FR_BF16 void fr_bgemm_alt_avx512bf16(int m, int n, int k2, const uint32_t *a, int lda,
+                                            const uint32_t *bp, float *c, int ldc,
+                                            int accumulate, int backward)
+{
+    const int np = n / FR_BNR;
+    if (m >= 4 || n % FR_BNR != 0 || np % 2 != 0) {
+        fr_bgemm_avx512bf16(m, n, k2, a, lda, bp, c, ldc, accumulate);
+        return;
+    }
+    const int ng = np / 2;
+    for (int s = 0; s < ng; s++) {
+        const int p = 2 * (backward ? ng - 1 - s : s);
+        const uint32_t *bpp = bp + (size_t)p * FR_BNR * k2;
+        float *cp = c + p * FR_BNR;
+        switch (m) {
+        case 3: fr_btile_few_avx512bf16(3, 2, k2, a, lda, bpp, cp, ldc, accumulate); break;
+        case 2: fr_btile_few_avx512bf16(2, 2, k2, a, lda, bpp, cp, ldc, accumulate); break;
+        default: fr_btile_few_avx512bf16(1, 2, k2, a, lda, bpp, cp, ldc, accumulate); break;
         }
     }
 }
@@ -322,6 +452,34 @@ int fr_bf16_matmul_avx512bf16(int m, int n, int k, const float *a, int lda, cons
     free(bp);
     free(tmp);
     return rc;
+}
+
+/* The gate math of n rows of one step, the bf16 mode's cheaper activations (vmath.c):
+   the chunk path's and the split path's (there H is the slice's units, ldh its width) */
+static void fr_bgates_forward(int cell, int n, int H, const float *xps, float *as,
+                              const float *b_ih, const float *b_hh, float *h, int ldh,
+                              float *cs)
+{
+    switch (cell) {
+    case FR_LSTM:
+        if (fr_avx512)
+            fr_lstm_rows_forward_avx512(n, H, xps, as, b_ih, b_hh, h, ldh, cs, NULL, NULL, NULL, 1);
+        else
+            lstm_rows_forward_f32(n, H, xps, as, b_ih, b_hh, h, ldh, cs, NULL, NULL, NULL);
+        break;
+    case FR_GRU:
+        if (fr_avx512)
+            fr_gru_rows_forward_avx512(n, H, xps, as, b_ih, b_hh, h, ldh, NULL, NULL, 1);
+        else
+            gru_rows_forward_f32(n, H, xps, as, b_ih, b_hh, h, ldh, NULL, NULL);
+        break;
+    default:
+        if (fr_avx512)
+            fr_rnn_rows_forward_fast_avx512(n, H, cell == FR_RNN_RELU, xps, as, b_ih, b_hh, h,
+                                            ldh);
+        else
+            rnn_rows_forward_f32(n, H, cell == FR_RNN_RELU, xps, as, b_ih, b_hh, h, ldh, NULL);
+    }
 }
 
 /* offset in floats of hb (c*H/2 pairs) in a thread's area */
@@ -384,28 +542,7 @@ static FR_BF16 void fr_bchunk_avx512bf16(const fr_dims *d, int j, float *w, floa
             fr_bgemm_avx512bf16(nact, GH, Hp, hb, Hp, pk_hh, merge ? xs : a, GH, merge);
             float *as = merge ? xs : a;                 /* the gate math's inputs */
             const float *xps = merge ? NULL : xs;
-            switch (cell) {
-            case FR_LSTM:       /* the cheaper activations (vmath.c) */
-                if (fr_avx512)
-                    fr_lstm_rows_forward_avx512(nact, H, xps, as, b_ih, b_hh, h, H, cs, NULL, NULL,
-                                                NULL, 1);
-                else
-                    lstm_rows_forward_f32(nact, H, xps, as, b_ih, b_hh, h, H, cs, NULL, NULL, NULL);
-                break;
-            case FR_GRU:
-                if (fr_avx512)
-                    fr_gru_rows_forward_avx512(nact, H, xps, as, b_ih, b_hh, h, H, NULL, NULL, 1);
-                else
-                    gru_rows_forward_f32(nact, H, xps, as, b_ih, b_hh, h, H, NULL, NULL);
-                break;
-            default:
-                if (fr_avx512)
-                    fr_rnn_rows_forward_fast_avx512(nact, H, cell == FR_RNN_RELU, xps, as, b_ih,
-                                                    b_hh, h, H);
-                else
-                    rnn_rows_forward_f32(nact, H, cell == FR_RNN_RELU, xps, as, b_ih, b_hh, h, H,
-                                         NULL);
-            }
+            fr_bgates_forward(cell, nact, H, xps, as, b_ih, b_hh, h, H, cs);
             if (out)
                 for (int r = 0; r < nact; r++)
                     memcpy(out + fr_row(d, fr_time_index(d, t, len[r]), b0 + perm[r]) * d->ld,
@@ -421,10 +558,141 @@ static FR_BF16 void fr_bchunk_avx512bf16(const fr_dims *d, int j, float *w, floa
     }
 }
 
+/* The unit-split path (see fr_bsplit_threads) for the one chunk of d->batch samples with
+   nt slices. ws: aligned, fr_bsplit_workspace(d, nt) - FR_BALIGN floats; packed: the
+   slices (in the cache, or at the start of ws); copy_ih / copy_hh: the cache's copies
+   (NULL: no cache, always pack); force: repack whatever the copies say. Each thread
+   checks and packs only its own rows. */
+static FR_BF16 void fr_bsplit_avx512bf16(const fr_dims *d, int nt, float *out, float *h_n,
+                                         float *c_n, const float *x, const int *lengths,
+                                         const float *h0, const float *c0, const float *w_ih,
+                                         const float *w_hh, const float *b_ih,
+                                         const float *b_hh, float *ws, uint32_t *packed,
+                                         float *copy_ih, float *copy_hh, int force)
+{
+    const int B = d->batch, T = d->steps, I = d->input, H = d->hidden, cell = d->cell;
+    const int G = fr_bgates(cell), hs = H / nt, GS = G * hs, lstm = cell == FR_LSTM;
+    const int Ip = fr_kpairs(I), Hp = fr_kpairs(H), K = fr_bxblock(d);
+    const int merge = cell != FR_GRU;        /* as the chunk path: GRU keeps a apart */
+    const size_t per = fr_bsplit_per_thread(d, nt);
+    uint32_t *hb = (uint32_t *)(ws + fr_bround(fr_bsplit_packed(d)));   /* (2, B, Hp) */
+    float *wthreads = (float *)hb + fr_bround(2 * (size_t)B * Hp);
+    int perm[FR_BMAX_CHUNK], len[FR_BMAX_CHUNK] = {0};
+    fr_sort_chunk(lengths, 0, B, perm, len);
+    const int Tc = len[0];
+    fr_step_flag flags[nt];
+    fr_step_barrier bar;
+    fr_step_barrier_init(&bar, flags, nt);
+#pragma omp parallel num_threads(nt)
+    {
+        FR_FTZ_ON();
+        FR_NOTE_TEAM();
+        /* slices tid, tid + team, ...: one each unless OpenMP gave a smaller team */
+        const int tid = FR_THREAD_NUM(), team = FR_TEAM_SIZE();
+        int phase = 0;
+        for (int sl = tid; sl < nt; sl += team) {
+            const int u0 = sl * hs;
+            uint32_t *pk_hh = packed + (size_t)sl * GS * (Hp + Ip);
+            uint32_t *pk_ih = pk_hh + (size_t)GS * Hp;
+            float *w = wthreads + per * (size_t)sl;
+            float *xp = w + fr_bround((size_t)K * B * Ip);
+            float *a = xp + fr_bround((size_t)K * B * GS);
+            float *bi = a + fr_bround((size_t)B * GS), *bh = bi + fr_bround(GS);
+            float *hl = bh + fr_bround(GS), *cl = hl + fr_bround((size_t)B * hs);
+            uint32_t *tmp = (uint32_t *)(cl + fr_bround((size_t)B * hs));
+            int changed = 0;
+            if (copy_hh)                                 /* every sync runs: it updates */
+                for (int g = 0; g < G; g++) {
+                    const size_t r0 = (size_t)g * H + u0;
+                    changed |= fr_wc_sync(copy_hh + r0 * H, w_hh + r0 * H, (size_t)hs * H);
+                    changed |= fr_wc_sync(copy_ih + r0 * I, w_ih + r0 * I, (size_t)hs * I);
+                }
+            for (int g = 0; g < G; g++) {                /* gate g's rows u0..u0+hs */
+                if (!copy_hh || changed || force) {
+                    fr_bpack_avx512bf16(pk_hh + (size_t)g * hs * Hp, w_hh + (size_t)(g * H + u0) * H,
+                                        hs, H, H, 0, hs / FR_BNR, tmp);
+                    fr_bpack_avx512bf16(pk_ih + (size_t)g * hs * Ip, w_ih + (size_t)(g * H + u0) * I,
+                                        hs, I, I, 0, hs / FR_BNR, tmp);
+                }
+                memcpy(bi + g * hs, b_ih + g * H + u0, sizeof(float) * hs);
+                memcpy(bh + g * hs, b_hh + g * H + u0, sizeof(float) * hs);
+            }
+            for (int r = 0; r < B; r++) {
+                memcpy(hl + (size_t)r * hs, h0 + (size_t)perm[r] * H + u0, sizeof(float) * hs);
+                if (lstm) memcpy(cl + (size_t)r * hs, c0 + (size_t)perm[r] * H + u0, sizeof(float) * hs);
+                fr_bpairs_avx512bf16(hb + (size_t)r * Hp + u0 / 2, hl + (size_t)r * hs, hs);
+            }
+        }
+        fr_step_barrier_wait(&bar, team, tid, &phase);
+        int nact = B;
+        for (int t0 = 0; t0 < Tc; t0 += K) {
+            const int kb = Tc - t0 < K ? Tc - t0 : K;
+            for (int sl = tid; sl < nt; sl += team) {   /* the block's inputs, projected */
+                const uint32_t *pk_ih = packed + (size_t)sl * GS * (Hp + Ip) + (size_t)GS * Hp;
+                uint32_t *xg = (uint32_t *)(wthreads + per * (size_t)sl);
+                float *xp = (float *)xg + fr_bround((size_t)K * B * Ip);
+                for (int s = 0; s < kb; s++)
+                    for (int r = 0; r < B; r++) {
+                        uint32_t *dst = xg + ((size_t)s * B + r) * Ip;
+                        const int t = t0 + s;
+                        if (t < len[r])
+                            fr_bpairs_avx512bf16(dst, x + fr_row(d, fr_time_index(d, t, len[r]),
+                                                                  perm[r]) * I, I);
+                        else
+                            memset(dst, 0, sizeof(uint32_t) * Ip);
+                    }
+                fr_bgemm_avx512bf16(kb * B, GS, Ip, xg, Ip, pk_ih, xp, GS, 0);
+            }
+            for (int s = 0; s < kb; s++) {
+                const int t = t0 + s;
+                while (nact > 0 && len[nact - 1] <= t) nact--;
+                const uint32_t *cur = hb + (size_t)(t & 1) * B * Hp;
+                uint32_t *nxt = hb + (size_t)((t + 1) & 1) * B * Hp;
+                for (int sl = tid; sl < nt; sl += team) {
+                    const int u0 = sl * hs;
+                    const uint32_t *pk_hh = packed + (size_t)sl * GS * (Hp + Ip);
+                    float *w = wthreads + per * (size_t)sl;
+                    float *xp = w + fr_bround((size_t)K * B * Ip);
+                    float *a = xp + fr_bround((size_t)K * B * GS);
+                    float *bi = a + fr_bround((size_t)B * GS), *bh = bi + fr_bround(GS);
+                    float *hl = bh + fr_bround(GS), *cl = hl + fr_bround((size_t)B * hs);
+                    float *xs = xp + (size_t)s * B * GS;
+                    fr_bgemm_alt_avx512bf16(nact, GS, Hp, cur, Hp, pk_hh, merge ? xs : a, GS,
+                                            merge, t & 1);
+                    fr_bgates_forward(cell, nact, hs, merge ? NULL : xs, merge ? xs : a, bi, bh,
+                                      hl, hs, cl);
+                    for (int r = 0; r < nact; r++) {
+                        fr_bpairs_avx512bf16(nxt + (size_t)r * Hp + u0 / 2, hl + (size_t)r * hs, hs);
+                        if (out)
+                            memcpy(out + fr_row(d, fr_time_index(d, t, len[r]), perm[r]) * d->ld + u0,
+                                   hl + (size_t)r * hs, sizeof(float) * hs);
+                    }
+                }
+                fr_step_barrier_wait(&bar, team, tid, &phase);
+            }
+        }
+        for (int sl = tid; sl < nt; sl += team) {
+            const int u0 = sl * hs;
+            const float *hl = wthreads + per * (size_t)sl + fr_bround((size_t)K * B * Ip)
+                            + fr_bround((size_t)K * B * GS) + fr_bround((size_t)B * GS)
+                            + 2 * fr_bround(GS);
+            const float *cl = hl + fr_bround((size_t)B * hs);
+            for (int r = 0; r < B; r++) {
+                memcpy(h_n + (size_t)perm[r] * H + u0, hl + (size_t)r * hs, sizeof(float) * hs);
+                if (lstm) memcpy(c_n + (size_t)perm[r] * H + u0, cl + (size_t)r * hs, sizeof(float) * hs);
+                for (int tt = len[r]; tt < T && out; tt++)
+                    memset(out + fr_row(d, tt, perm[r]) * d->ld + u0, 0, sizeof(float) * hs);
+            }
+        }
+        FR_FTZ_OFF();
+    }
+}
+
 int fr_forward_bf16_avx512bf16(const fr_dims *d, float *out, float *h_n, float *c_n,
                                const float *x, const int *lengths, const float *h0,
                                const float *c0, const float *w_ih, const float *w_hh,
-                               const float *b_ih, const float *b_hh, float *ws)
+                               const float *b_ih, const float *b_hh, float *ws,
+                               float *cache)
 {
     if (!fr_bf16_ok || !fr_bdims_ok(d)) return FR_EBADDIMS;
     if (!fr_lengths_ok(d, lengths)) return FR_EBADDIMS;
@@ -433,14 +701,42 @@ int fr_forward_bf16_avx512bf16(const fr_dims *d, float *out, float *h_n, float *
     const int np = (GH + FR_BNR - 1) / FR_BNR;
     const size_t per = fr_bper_thread(d);
     float *base = (float *)(void *)((char *)ws + ((64 - ((uintptr_t)ws & 63)) & 63));
+    float *copy_ih = NULL, *copy_hh = NULL;
+    uint32_t *panels = NULL;
+    if (cache) {
+        cache = (float *)(void *)((char *)cache + ((64 - ((uintptr_t)cache & 63)) & 63));
+        copy_ih = cache + FR_BWC_KEY;
+        copy_hh = copy_ih + fr_bround((size_t)GH * I);
+        panels = (uint32_t *)(copy_hh + fr_bround((size_t)GH * H));
+    }
+    const int nsplit = fr_avx512 ? fr_bsplit_threads(d) : 0;
+    if (nsplit && !getenv("FASTRNN_NO_SPLIT")) {
+        const int force = cache ? fr_wc_claim(cache, FR_BWC_MAGIC, d, FR_BWC_SPLIT, nsplit, 0) : 1;
+        fr_bsplit_avx512bf16(d, nsplit, out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih,
+                             b_hh, base, cache ? panels : (uint32_t *)base, copy_ih, copy_hh,
+                             force);
+        return FR_OK;
+    }
     uint32_t *pk_ih = (uint32_t *)base;
     uint32_t *pk_hh = pk_ih + fr_bround(fr_bpacked(GH, I));
     float *wthreads = (float *)(pk_hh + fr_bround(fr_bpacked(GH, H)));
+    int pack = 1;
+    if (cache) {
+        const int force = fr_wc_claim(cache, FR_BWC_MAGIC, d, FR_BWC_CHUNK, 0, 0);
+        const int changed = fr_wc_sync(copy_ih, w_ih, (size_t)GH * I)
+                          | fr_wc_sync(copy_hh, w_hh, (size_t)GH * H);
+        pack = force || changed;
+        pk_ih = panels;
+        pk_hh = pk_ih + fr_bround(fr_bpacked(GH, I));
+    }
     /* packed by the calling thread before the region: a barrier after packing inside it
        would make every call wait for the slowest thread to wake up (on a busy machine
        a scheduler tick), where the chunks below are handed out dynamically */
-    fr_bpack_avx512bf16(pk_ih, w_ih, GH, I, I, 0, np, (uint32_t *)wthreads);
-    fr_bpack_avx512bf16(pk_hh, w_hh, GH, H, H, 0, np, (uint32_t *)(wthreads + fr_bhb_offset(d)));
+    if (pack) {
+        fr_bpack_avx512bf16(pk_ih, w_ih, GH, I, I, 0, np, (uint32_t *)wthreads);
+        fr_bpack_avx512bf16(pk_hh, w_hh, GH, H, H, 0, np,
+                            (uint32_t *)(wthreads + fr_bhb_offset(d)));
+    }
     (void)nt;
 #pragma omp parallel num_threads(nt)
     {
@@ -471,10 +767,11 @@ int fr_bf16_matmul_avx512bf16(int m, int n, int k, const float *a, int lda, cons
 int fr_forward_bf16_avx512bf16(const fr_dims *d, float *out, float *h_n, float *c_n,
                                const float *x, const int *lengths, const float *h0,
                                const float *c0, const float *w_ih, const float *w_hh,
-                               const float *b_ih, const float *b_hh, float *ws)
+                               const float *b_ih, const float *b_hh, float *ws,
+                               float *cache)
 {
     (void)d; (void)out; (void)h_n; (void)c_n; (void)x; (void)lengths; (void)h0; (void)c0;
-    (void)w_ih; (void)w_hh; (void)b_ih; (void)b_hh; (void)ws;
+    (void)w_ih; (void)w_hh; (void)b_ih; (void)b_hh; (void)ws; (void)cache;
     return FR_EBADDIMS;
 }
 #endif

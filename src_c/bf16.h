@@ -2,8 +2,8 @@
 
    Same call as fr_forward_f32 for inference (no training cache), with the products in
    bfloat16: the weights are rounded to bf16 (round to nearest even) and packed once per
-   call; the inputs x_t and the state h_{t-1} are rounded to bf16 as the left operand
-   of each product; the products run on AVX512_BF16 (vdpbf16ps) into float32
+   call (or kept packed in a cache between calls); the inputs x_t and the state h_{t-1}
+   are rounded to bf16 as the left operand of each product; the products run on AVX512_BF16 (vdpbf16ps) into float32
    accumulators. Everything else stays float32 and is the float32 path's own code: the
    bias adds, the gate math (lstm.c, gru.c, rnn.c), the cell state, h itself.
      xp = bf16(x) bf16(W_ih)^T     (a block of steps of a chunk in one product)
@@ -32,14 +32,22 @@ int fr_bf16_cpu(void);
 
 /* Workspace in float elements for fr_forward_bf16_avx512bf16 (0: bad sizes/overflow). */
 size_t fr_bf16_workspace(const fr_dims *d);
+/* Float elements of a packed-weight cache for fr_forward_bf16_avx512bf16: depends on the
+   cell and sizes only (0: bad sizes/overflow). */
+size_t fr_bf16_weight_cache_size(const fr_dims *d);
 
 /* Inference forward of one layer-direction in bf16 (see above). Arguments as
-   fr_forward_f32 without the training buffers. FR_EBADDIMS for bad sizes or lengths or
-   when fr_bf16_available() is 0. */
+   fr_forward_f32 without the training buffers. cache: NULL, or a packed-weight cache of
+   fr_bf16_weight_cache_size(d) floats, zeroed when made and then kept between calls
+   (the weights are compared with the cache's copy on every call and repacked when they
+   differ), one per calling thread. A batch of one chunk runs with its hidden units
+   split over the threads (bf16.c). FR_EBADDIMS for bad sizes or lengths or when
+   fr_bf16_available() is 0. */
 int fr_forward_bf16_avx512bf16(const fr_dims *d, float *out, float *h_n, float *c_n,
                                const float *x, const int *lengths, const float *h0,
                                const float *c0, const float *w_ih, const float *w_hh,
-                               const float *b_ih, const float *b_hh, float *ws);
+                               const float *b_ih, const float *b_hh, float *ws,
+                               float *cache);
 
 /* Building blocks, exposed for the tests (fastrnn._core.bf16_*): */
 /* bf16 of n floats, round to nearest even (denormals to signed zero), as uint16 bits */

@@ -48,6 +48,7 @@ void fr_threads_used_reset(void) { fr_tls_last_threads = fr_tls_max_threads = 0;
 #include <stdatomic.h>
 #include "kernels.h"
 #include "layout.h"
+#include "sync.h"
 #define FR_TEMPLATE "recurrence.c"
 #include "instantiate.h"
 
@@ -184,91 +185,6 @@ size_t fr_weight_cache_size(const fr_dims *d)
     const size_t GH = (size_t)fr_gates(d->cell) * d->hidden;
     return FR_ALIGN + FR_WC_KEY + fr_round(fr_mul(GH, (size_t)d->input))
          + fr_round(fr_mul(GH, (size_t)d->hidden)) + fr_round(fr_wc_panels(d));
-}
-
-/* Writes the key of this call's panel layout; 1 when it differs from the one stored
-   (every panel must then be repacked), 0 when it is the same. */
-static int fr_wc_claim(float *key, const fr_dims *d, int mode, int nt, int fused)
-{
-    int k[8] = {FR_WC_MAGIC, d->cell, d->input, d->hidden, mode, nt, fused, 0};
-    if (memcmp(key, k, sizeof k) == 0) return 0;
-    memcpy(key, k, sizeof k);
-    return 1;
-}
-
-/* n floats of w against their copy: 0 when equal, else 1 after updating the copy */
-static int fr_wc_sync(float *copy, const float *w, size_t n)
-{
-    if (memcmp(copy, w, sizeof(float) * n) == 0) return 0;
-    memcpy(copy, w, sizeof(float) * n);
-    return 1;
-}
-
-/* The unit-split path's barrier, once per step (a step takes about a microsecond): each
-   thread publishes how many barriers it has reached in a flag on its own cache line and
-   waits until every other thread's flag has caught up. Against a shared counter (which
-   every thread writes, then all read) a waiter is released by one cache-line transfer
-   instead of two (B1 calls in paired process A/B runs: 0.96-0.98x the time). Waiters spin
-   (pause) for FR_SPINS rounds, about a millisecond, then sleep on the late thread's flag
-   (Linux futex), as libgomp does: spinning that long matters on a busy machine, where a
-   thread that yields or sleeps early pays a trip through the scheduler at every step
-   (medians of 20 ms were measured that way). Elsewhere than Linux, OpenMP's barrier. */
-#if defined(__linux__)
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#include <limits.h>
-#define FR_HAVE_FUTEX 1
-#endif
-#define FR_SPINS 100000
-/* More threads than the process may run on at once (set_num_threads(3) on 2 cores): a
-   waiter that spins holds a core the late thread needs, and a B1 call took 500x longer
-   (740 ms against 1.5 ms). Then waiters spin briefly and sleep, as libgomp throttles its
-   own spinning in that case. */
-#define FR_SPINS_THROTTLED 1000
-typedef struct {
-    _Atomic int reached;
-} __attribute__((aligned(64))) fr_step_flag;
-
-typedef struct {
-    fr_step_flag *flags;                /* one per thread of the team */
-    int spins;                          /* FR_SPINS, or FR_SPINS_THROTTLED */
-    _Atomic int sleepers __attribute__((aligned(64)));
-} fr_step_barrier;
-
-/* me: this thread's index in the team of n; phase: barriers it has passed so far (the
-   caller counts them: every thread calls the barrier equally often) */
-static void fr_step_barrier_wait(fr_step_barrier *b, int n, int me, int *phase)
-{
-#ifndef FR_HAVE_FUTEX
-    (void)b; (void)n; (void)me; (void)phase;
-#pragma omp barrier
-#else
-    const int p = ++*phase;
-    atomic_store(&b->flags[me].reached, p);                    /* seq_cst */
-    if (atomic_load(&b->sleepers) > 0)
-        syscall(SYS_futex, &b->flags[me].reached, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
-    int spins = 0;
-    for (int j = 0; j < n; j++) {
-        if (j == me) continue;
-        _Atomic int *f = &b->flags[j].reached;
-        for (;;) {
-            const int v = atomic_load_explicit(f, memory_order_acquire);
-            if (v >= p) break;
-            if (spins < b->spins) {
-                spins++;
-#if defined(__x86_64__) || defined(__i386__)
-                __builtin_ia32_pause();
-#endif
-                continue;
-            }
-            atomic_fetch_add(&b->sleepers, 1);                 /* seq_cst */
-            if (atomic_load(f) == v)
-                syscall(SYS_futex, f, FUTEX_WAIT_PRIVATE, v, NULL, NULL, 0);
-            atomic_fetch_sub(&b->sleepers, 1);
-        }
-    }
-#endif
 }
 
 static size_t fr_forward_per_thread(const fr_dims *d)
@@ -730,15 +646,8 @@ static void FR(forward_split)(const fr_dims *d, int nt, real *out, real *h_n, re
     real *hbuf = ws + fr_packed_weights(d);              /* (2, B, H) shared */
     real *wthreads = hbuf + fr_round(2 * (size_t)B * H);
     fr_step_flag flags[nt];
-    for (int i = 0; i < nt; i++) atomic_init(&flags[i].reached, 0);
     fr_step_barrier bar;
-    bar.flags = flags;
-#ifdef _OPENMP
-    bar.spins = nt > omp_get_num_procs() ? FR_SPINS_THROTTLED : FR_SPINS;
-#else
-    bar.spins = FR_SPINS;
-#endif
-    atomic_init(&bar.sleepers, 0);
+    fr_step_barrier_init(&bar, flags, nt);
     int Tmax = 0;
     for (int b = 0; b < B; b++) Tmax = lengths[b] > Tmax ? lengths[b] : Tmax;
 #pragma omp parallel num_threads(nt)
@@ -864,14 +773,14 @@ static int FR(forward_impl)(const fr_dims *d, real *out, real *h_n, real *c_n,
     }
     const int nsplit = fr_split_threads(d);
     if (nsplit && !h_all && fr_use_kernel() && !getenv("FASTRNN_NO_SPLIT")) {
-        const int force = cached ? fr_wc_claim(cache, d, FR_WC_SPLIT, nsplit, 0) : 1;
+        const int force = cached ? fr_wc_claim(cache, FR_WC_MAGIC, d, FR_WC_SPLIT, nsplit, 0) : 1;
         FR(forward_split)(d, nsplit, out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih,
                           b_hh, ws, packed, copy_ih, copy_hh, force);
         return FR_OK;
     }
     if (cached) {
         const size_t GH = (size_t)fr_gates(d->cell) * d->hidden;
-        const int force = fr_wc_claim(cache, d, FR_WC_CHUNK, 0, fr_fused(d));
+        const int force = fr_wc_claim(cache, FR_WC_MAGIC, d, FR_WC_CHUNK, 0, fr_fused(d));
         const int changed = fr_wc_sync(copy_ih, w_ih, GH * (size_t)d->input)
                           | fr_wc_sync(copy_hh, w_hh, GH * (size_t)d->hidden);
         pack = force || changed;

@@ -297,8 +297,8 @@ def test_thread_count_invariance(cell):
 
 @needs_bf16
 def test_large_batch_in_parts_and_reuse():
-    """Two calls in a row (workspace reused) and a weight change between calls (the
-    weights are packed per call: no stale copy)."""
+    """Two calls in a row (workspace and packed-weight cache reused) and a weight change
+    between calls (the cache compares the weights on every call: no stale panels)."""
     rng = np.random.default_rng(3)
     layer = LSTM(6, 40, random_state=2)
     X = rng.normal(size=(20, 12, 6)).astype(np.float32)

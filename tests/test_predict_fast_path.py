@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import GRU, LSTM, RNN, GRURegressor, LSTMClassifier, RNNClassifier
+from fastrnn import GRU, LSTM, RNN, GRURegressor, LSTMClassifier, RNNClassifier, _core
 from fastrnn.dense import Dense
 from fastrnn.estimators import _base
 
@@ -77,25 +77,35 @@ def test_equal_length_predict_takes_the_plain_path_same_bits(make, n_threads, mo
         assert np.array_equal(a, b)
 
 
-def test_ragged_and_bf16_predict_keep_the_full_path(monkeypatch, restore_threads):
-    """Sequences of different lengths, and bf16 inference, still go through forward
-    with its lengths and precision."""
+def test_ragged_predict_keeps_the_full_path_and_bf16_keeps_its_precision(
+        monkeypatch, restore_threads):
+    """Sequences of different lengths still go through forward with their lengths;
+    bf16 inference of equal-length X takes the plain path with its precision (the
+    products in bf16 where the CPU has them)."""
     X, y, _ = _data()
     est = LSTMClassifier(hidden_size=8, max_epochs=1, random_state=0).fit(X, y)
-    seen = []
-    real = LSTM.forward
+    seen, runs = [], []
+    real, real_run = LSTM.forward, LSTM._run_forward
 
     def spy(self, X, lengths=None, *a, **k):
         seen.append((lengths is not None, k.get("precision", "float32")))
         return real(self, X, lengths, *a, **k)
+
+    def spy_run(self, *a):
+        runs.append(a[-1])                       # use_bf16
+        return real_run(self, *a)
     monkeypatch.setattr(LSTM, "forward", spy)
+    monkeypatch.setattr(LSTM, "_run_forward", spy_run)
     est.predict([X[0], X[1, :5]])
     assert seen and seen[-1][0]
+    assert runs[-1] is False
     est.set_params(inference_precision="bfloat16")
+    n_seen = len(seen)
     with warnings.catch_warnings():       # the float32 fallback warns without bf16
         warnings.simplefilter("ignore")
         est.predict(X)
-    assert seen[-1][1] == "bfloat16"
+    assert len(seen) == n_seen            # equal lengths: the plain path, not forward
+    assert runs[-1] is bool(_core.bf16_available())
 
 
 @pytest.mark.parametrize("cls", [LSTM, GRU, RNN], ids=["lstm", "gru", "rnn"])

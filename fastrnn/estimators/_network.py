@@ -80,8 +80,8 @@ class SequenceModel:
                                                  return_sequences=not last)
         else:
             res = None
-            if full and precision == "float32":
-                res = self.rnn._infer_plain(inp, not last, n_threads)
+            if full:
+                res = self.rnn._infer_plain(inp, not last, n_threads, precision)
             if res is None:
                 res = self.rnn.forward(inp, lengths, training=False, n_threads=n_threads,
                                        return_sequences=not last, precision=precision)
