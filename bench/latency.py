@@ -3,6 +3,7 @@
     python bench/latency.py                          # B1 sizes, lstm/gru/rnn, 1 and 2 threads
     python bench/latency.py --cells lstm --threads 2 --rounds 9
     python bench/latency.py --sizes B1 --contenders fastrnn onnxruntime
+    python bench/latency.py --sizes B1 --threads 2 --contenders fastrnn fastrnn-bf16 onnxruntime
 
 Sizes (batch, steps, inputs, hidden): B1 = (1, 100, 32, 128), B1h64 and B1h256 the same
 with hidden 64 / 256, B4 = (4, 100, 32, 128). One layer, float32, same weights in every
@@ -13,6 +14,9 @@ make each other's idle threads spin), interleaved round by round:
 
   fastrnn      fastrnn.layers.LSTM/GRU/RNN(...).forward(X, training=False,
                return_sequences=False): the whole public call, checks included;
+  fastrnn-bf16 the same call with precision="bfloat16" (AVX512_BF16 products, float32
+               gate math and state; on other CPUs it runs float32 and says so): the
+               table then also gives each peer's time over it ("x bf16 vs ...");
   onnxruntime  an InferenceSession on ONE standard LSTM/GRU/RNN node, only Y_h as output
                (Y is not computed into a graph output); X is handed over time-major,
                transposed once outside the timing (ONNX Runtime refuses layout=1): the
@@ -58,7 +62,8 @@ def make_problem(cell, size, seed=0):
 
 # ------------------------------------------------------------------ contenders
 
-def build_fastrnn(cell, size, threads):
+def build_fastrnn(cell, size, threads, precision="float32"):
+    import warnings
     import fastrnn
     from fastrnn.layers import GRU, LSTM, RNN
     fastrnn.set_num_threads(threads)
@@ -66,11 +71,19 @@ def build_fastrnn(cell, size, threads):
     _, _, I, H = SIZES[size]
     layer = {"lstm": LSTM, "gru": GRU, "rnn": RNN}[cell](I, H)
     layer.params.update(p)
+    with warnings.catch_warnings():    # bf16 without the CPU feature: float32, once
+        warnings.simplefilter("ignore")
+        layer.forward(X, training=False, return_sequences=False, precision=precision)
 
     def run():
-        _, state = layer.forward(X, training=False, return_sequences=False)
+        _, state = layer.forward(X, training=False, return_sequences=False,
+                                 precision=precision)
         return state[0] if cell == "lstm" else state
     return run, lambda: run()[0]
+
+
+def build_fastrnn_bf16(cell, size, threads):
+    return build_fastrnn(cell, size, threads, precision="bfloat16")
 
 
 def _onnx_node_model(cell, size):
@@ -151,10 +164,11 @@ def build_torch(cell, size, threads):
     return run, lambda: run()[0].numpy()
 
 
-BUILDERS = {"fastrnn": build_fastrnn, "onnxruntime": build_onnxruntime,
-            "onnx-export": build_onnx_export, "torch": build_torch}
-MODULES = {"fastrnn": "fastrnn", "onnxruntime": "onnxruntime", "onnx-export": "onnxruntime",
-           "torch": "torch"}
+BUILDERS = {"fastrnn": build_fastrnn, "fastrnn-bf16": build_fastrnn_bf16,
+            "onnxruntime": build_onnxruntime, "onnx-export": build_onnx_export,
+            "torch": build_torch}
+MODULES = {"fastrnn": "fastrnn", "fastrnn-bf16": "fastrnn", "onnxruntime": "onnxruntime",
+           "onnx-export": "onnxruntime", "torch": "torch"}
 
 
 def _worker(name, threads, conn):
@@ -208,12 +222,20 @@ def main(argv=None):
             print(f"# {n} not installed: skipped")
     if names[0] != "fastrnn":
         raise SystemExit("fastrnn must be the first contender (the ratios are against it)")
-    print(f"# batch-1 latency, float32, one layer, final state only; median of {args.rounds} "
+    print(f"# batch-1 latency, one layer, final state only; median of {args.rounds} "
           f"rounds of the median of {args.iters} calls")
+    bf16 = "fastrnn-bf16" in names
+    peers = [n for n in names[1:] if n != "fastrnn-bf16"]
+    if bf16:
+        import fastrnn
+        print(f"# fastrnn-bf16: {fastrnn.layers.bf16_status()[1]}")
     cols = ["thr", "size", "cell", "fastrnn us"]
     for n in names[1:]:
         cols += [f"{n} us", f"x vs {n}"]
-    cols += ["best rounds: fastrnn / " + " / ".join(names[1:]), "max|diff|"]
+    if bf16:
+        cols += [f"x bf16 vs {n}" for n in peers]
+    cols += ["best rounds: fastrnn / " + " / ".join(names[1:]),
+             "max|diff| vs fastrnn: " + " / ".join(names[1:])]
     print(" | ".join(cols), flush=True)
     for threads in args.threads:
         workers = {n: _Worker(_worker, (n, threads), threads, n) for n in names}
@@ -221,8 +243,8 @@ def main(argv=None):
             for size in args.sizes:
                 for cell in args.cells:
                     ref = workers["fastrnn"].ask(("result", cell, size, 0))
-                    diff = max(float(np.abs(workers[n].ask(("result", cell, size, 0)) - ref).max())
-                               for n in names[1:]) if len(names) > 1 else 0.0
+                    diffs = [float(np.abs(workers[n].ask(("result", cell, size, 0)) - ref).max())
+                             for n in names[1:]]
                     samples = {n: [] for n in names}
                     for _ in range(args.rounds):
                         for n in names:
@@ -232,8 +254,10 @@ def main(argv=None):
                     row = [str(threads), size, cell, f"{med['fastrnn'] * 1e6:.1f}"]
                     for n in names[1:]:
                         row += [f"{med[n] * 1e6:.1f}", f"{med[n] / med['fastrnn']:.2f}"]
+                    if bf16:
+                        row += [f"{med[n] / med['fastrnn-bf16']:.2f}" for n in peers]
                     row += [" / ".join(f"{min(samples[n]) * 1e6:.1f}" for n in names)]
-                    row += [f"{diff:.1e}"]
+                    row += [" / ".join(f"{d:.1e}" for d in diffs)]
                     print(" | ".join(row), flush=True)
         finally:
             for w in workers.values():

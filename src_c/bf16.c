@@ -558,6 +558,26 @@ static FR_BF16 void fr_bchunk_avx512bf16(const fr_dims *d, int j, float *w, floa
     }
 }
 
+/* One slice's area of the split path (fr_bsplit_per_thread's parts, in order) */
+typedef struct {
+    uint32_t *xg, *tmp;
+    float *xp, *a, *bi, *bh, *h, *c;
+} fr_bslice;
+
+static fr_bslice fr_bslice_at(float *w, int B, int K, int Ip, int GS, int hs)
+{
+    fr_bslice v;
+    v.xg = (uint32_t *)w;
+    v.xp = w + fr_bround((size_t)K * B * Ip);
+    v.a = v.xp + fr_bround((size_t)K * B * GS);
+    v.bi = v.a + fr_bround((size_t)B * GS);
+    v.bh = v.bi + fr_bround(GS);
+    v.h = v.bh + fr_bround(GS);
+    v.c = v.h + fr_bround((size_t)B * hs);
+    v.tmp = (uint32_t *)(v.c + fr_bround((size_t)B * hs));
+    return v;
+}
+
 /* The unit-split path (see fr_bsplit_threads) for the one chunk of d->batch samples with
    nt slices. ws: aligned, fr_bsplit_workspace(d, nt) - FR_BALIGN floats; packed: the
    slices (in the cache, or at the start of ws); copy_ih / copy_hh: the cache's copies
@@ -594,33 +614,23 @@ static FR_BF16 void fr_bsplit_avx512bf16(const fr_dims *d, int nt, float *out, f
             const int u0 = sl * hs;
             uint32_t *pk_hh = packed + (size_t)sl * GS * (Hp + Ip);
             uint32_t *pk_ih = pk_hh + (size_t)GS * Hp;
-            float *w = wthreads + per * (size_t)sl;
-            float *xp = w + fr_bround((size_t)K * B * Ip);
-            float *a = xp + fr_bround((size_t)K * B * GS);
-            float *bi = a + fr_bround((size_t)B * GS), *bh = bi + fr_bround(GS);
-            float *hl = bh + fr_bround(GS), *cl = hl + fr_bround((size_t)B * hs);
-            uint32_t *tmp = (uint32_t *)(cl + fr_bround((size_t)B * hs));
-            int changed = 0;
-            if (copy_hh)                                 /* every sync runs: it updates */
-                for (int g = 0; g < G; g++) {
-                    const size_t r0 = (size_t)g * H + u0;
-                    changed |= fr_wc_sync(copy_hh + r0 * H, w_hh + r0 * H, (size_t)hs * H);
-                    changed |= fr_wc_sync(copy_ih + r0 * I, w_ih + r0 * I, (size_t)hs * I);
-                }
+            const fr_bslice v = fr_bslice_at(wthreads + per * (size_t)sl, B, K, Ip, GS, hs);
+            const int changed = copy_hh &&
+                fr_wc_sync_slice(copy_ih, copy_hh, w_ih, w_hh, G, H, I, u0, hs);
             for (int g = 0; g < G; g++) {                /* gate g's rows u0..u0+hs */
                 if (!copy_hh || changed || force) {
                     fr_bpack_avx512bf16(pk_hh + (size_t)g * hs * Hp, w_hh + (size_t)(g * H + u0) * H,
-                                        hs, H, H, 0, hs / FR_BNR, tmp);
+                                        hs, H, H, 0, hs / FR_BNR, v.tmp);
                     fr_bpack_avx512bf16(pk_ih + (size_t)g * hs * Ip, w_ih + (size_t)(g * H + u0) * I,
-                                        hs, I, I, 0, hs / FR_BNR, tmp);
+                                        hs, I, I, 0, hs / FR_BNR, v.tmp);
                 }
-                memcpy(bi + g * hs, b_ih + g * H + u0, sizeof(float) * hs);
-                memcpy(bh + g * hs, b_hh + g * H + u0, sizeof(float) * hs);
+                memcpy(v.bi + g * hs, b_ih + g * H + u0, sizeof(float) * hs);
+                memcpy(v.bh + g * hs, b_hh + g * H + u0, sizeof(float) * hs);
             }
             for (int r = 0; r < B; r++) {
-                memcpy(hl + (size_t)r * hs, h0 + (size_t)perm[r] * H + u0, sizeof(float) * hs);
-                if (lstm) memcpy(cl + (size_t)r * hs, c0 + (size_t)perm[r] * H + u0, sizeof(float) * hs);
-                fr_bpairs_avx512bf16(hb + (size_t)r * Hp + u0 / 2, hl + (size_t)r * hs, hs);
+                memcpy(v.h + (size_t)r * hs, h0 + (size_t)perm[r] * H + u0, sizeof(float) * hs);
+                if (lstm) memcpy(v.c + (size_t)r * hs, c0 + (size_t)perm[r] * H + u0, sizeof(float) * hs);
+                fr_bpairs_avx512bf16(hb + (size_t)r * Hp + u0 / 2, v.h + (size_t)r * hs, hs);
             }
         }
         fr_step_barrier_wait(&bar, team, tid, &phase);
@@ -629,11 +639,10 @@ static FR_BF16 void fr_bsplit_avx512bf16(const fr_dims *d, int nt, float *out, f
             const int kb = Tc - t0 < K ? Tc - t0 : K;
             for (int sl = tid; sl < nt; sl += team) {   /* the block's inputs, projected */
                 const uint32_t *pk_ih = packed + (size_t)sl * GS * (Hp + Ip) + (size_t)GS * Hp;
-                uint32_t *xg = (uint32_t *)(wthreads + per * (size_t)sl);
-                float *xp = (float *)xg + fr_bround((size_t)K * B * Ip);
+                const fr_bslice v = fr_bslice_at(wthreads + per * (size_t)sl, B, K, Ip, GS, hs);
                 for (int s = 0; s < kb; s++)
                     for (int r = 0; r < B; r++) {
-                        uint32_t *dst = xg + ((size_t)s * B + r) * Ip;
+                        uint32_t *dst = v.xg + ((size_t)s * B + r) * Ip;
                         const int t = t0 + s;
                         if (t < len[r])
                             fr_bpairs_avx512bf16(dst, x + fr_row(d, fr_time_index(d, t, len[r]),
@@ -641,7 +650,7 @@ static FR_BF16 void fr_bsplit_avx512bf16(const fr_dims *d, int nt, float *out, f
                         else
                             memset(dst, 0, sizeof(uint32_t) * Ip);
                     }
-                fr_bgemm_avx512bf16(kb * B, GS, Ip, xg, Ip, pk_ih, xp, GS, 0);
+                fr_bgemm_avx512bf16(kb * B, GS, Ip, v.xg, Ip, pk_ih, v.xp, GS, 0);
             }
             for (int s = 0; s < kb; s++) {
                 const int t = t0 + s;
@@ -651,21 +660,17 @@ static FR_BF16 void fr_bsplit_avx512bf16(const fr_dims *d, int nt, float *out, f
                 for (int sl = tid; sl < nt; sl += team) {
                     const int u0 = sl * hs;
                     const uint32_t *pk_hh = packed + (size_t)sl * GS * (Hp + Ip);
-                    float *w = wthreads + per * (size_t)sl;
-                    float *xp = w + fr_bround((size_t)K * B * Ip);
-                    float *a = xp + fr_bround((size_t)K * B * GS);
-                    float *bi = a + fr_bround((size_t)B * GS), *bh = bi + fr_bround(GS);
-                    float *hl = bh + fr_bround(GS), *cl = hl + fr_bround((size_t)B * hs);
-                    float *xs = xp + (size_t)s * B * GS;
-                    fr_bgemm_alt_avx512bf16(nact, GS, Hp, cur, Hp, pk_hh, merge ? xs : a, GS,
+                    const fr_bslice v = fr_bslice_at(wthreads + per * (size_t)sl, B, K, Ip, GS, hs);
+                    float *xs = v.xp + (size_t)s * B * GS;
+                    fr_bgemm_alt_avx512bf16(nact, GS, Hp, cur, Hp, pk_hh, merge ? xs : v.a, GS,
                                             merge, t & 1);
-                    fr_bgates_forward(cell, nact, hs, merge ? NULL : xs, merge ? xs : a, bi, bh,
-                                      hl, hs, cl);
+                    fr_bgates_forward(cell, nact, hs, merge ? NULL : xs, merge ? xs : v.a, v.bi,
+                                      v.bh, v.h, hs, v.c);
                     for (int r = 0; r < nact; r++) {
-                        fr_bpairs_avx512bf16(nxt + (size_t)r * Hp + u0 / 2, hl + (size_t)r * hs, hs);
+                        fr_bpairs_avx512bf16(nxt + (size_t)r * Hp + u0 / 2, v.h + (size_t)r * hs, hs);
                         if (out)
                             memcpy(out + fr_row(d, fr_time_index(d, t, len[r]), perm[r]) * d->ld + u0,
-                                   hl + (size_t)r * hs, sizeof(float) * hs);
+                                   v.h + (size_t)r * hs, sizeof(float) * hs);
                     }
                 }
                 fr_step_barrier_wait(&bar, team, tid, &phase);
@@ -673,13 +678,10 @@ static FR_BF16 void fr_bsplit_avx512bf16(const fr_dims *d, int nt, float *out, f
         }
         for (int sl = tid; sl < nt; sl += team) {
             const int u0 = sl * hs;
-            const float *hl = wthreads + per * (size_t)sl + fr_bround((size_t)K * B * Ip)
-                            + fr_bround((size_t)K * B * GS) + fr_bround((size_t)B * GS)
-                            + 2 * fr_bround(GS);
-            const float *cl = hl + fr_bround((size_t)B * hs);
+            const fr_bslice v = fr_bslice_at(wthreads + per * (size_t)sl, B, K, Ip, GS, hs);
             for (int r = 0; r < B; r++) {
-                memcpy(h_n + (size_t)perm[r] * H + u0, hl + (size_t)r * hs, sizeof(float) * hs);
-                if (lstm) memcpy(c_n + (size_t)perm[r] * H + u0, cl + (size_t)r * hs, sizeof(float) * hs);
+                memcpy(h_n + (size_t)perm[r] * H + u0, v.h + (size_t)r * hs, sizeof(float) * hs);
+                if (lstm) memcpy(c_n + (size_t)perm[r] * H + u0, v.c + (size_t)r * hs, sizeof(float) * hs);
                 for (int tt = len[r]; tt < T && out; tt++)
                     memset(out + fr_row(d, tt, perm[r]) * d->ld + u0, 0, sizeof(float) * hs);
             }

@@ -665,13 +665,8 @@ static void FR(forward_split)(const fr_dims *d, int nt, real *out, real *h_n, re
             real *a = wthreads + per * (size_t)sl;       /* (B, GS) */
             real *bi = a + (size_t)B * GS, *bh = bi + GS;
             real *cst = bh + GS;                         /* (B, hs) */
-            int changed = 0;
-            if (copy_hh)                                 /* every sync runs: it updates */
-                for (int g = 0; g < G; g++) {
-                    const size_t r0 = (size_t)g * H + u0;
-                    changed |= fr_wc_sync(copy_hh + r0 * H, w_hh + r0 * H, (size_t)hs * H);
-                    changed |= fr_wc_sync(copy_ih + r0 * I, w_ih + r0 * I, (size_t)hs * I);
-                }
+            const int changed = copy_hh &&
+                fr_wc_sync_slice(copy_ih, copy_hh, w_ih, w_hh, G, H, I, u0, hs);
             for (int g = 0; g < G; g++) {                /* gate g's rows u0..u0+hs */
                 if (!copy_hh || changed || force) {
                     fr_pack_wt(pk_hh + (size_t)g * hs * H, w_hh + (size_t)(g * H + u0) * H, hs, H, H);

@@ -28,6 +28,21 @@ static inline int fr_wc_sync(float *copy, const float *w, size_t n)
     return 1;
 }
 
+/* The rows of one unit-split slice (units u0 .. u0+hs of each of G gates) of w_ih (I
+   columns) and w_hh (H columns) against the cache's copies: 0 when all equal, else 1
+   after updating every copy (each sync runs, whatever the earlier ones found). */
+static inline int fr_wc_sync_slice(float *copy_ih, float *copy_hh, const float *w_ih,
+                                   const float *w_hh, int G, int H, int I, int u0, int hs)
+{
+    int changed = 0;
+    for (int g = 0; g < G; g++) {
+        const size_t r0 = (size_t)g * H + u0;
+        changed |= fr_wc_sync(copy_hh + r0 * H, w_hh + r0 * H, (size_t)hs * H);
+        changed |= fr_wc_sync(copy_ih + r0 * I, w_ih + r0 * I, (size_t)hs * I);
+    }
+    return changed;
+}
+
 /* The unit-split path's barrier, once per step (a step takes about a microsecond): each
    thread publishes how many barriers it has reached in a flag on its own cache line and
    waits until every other thread's flag has caught up. Against a shared counter (which

@@ -8,18 +8,17 @@ against that reference too, and it must really run on several threads (one chunk
 only use several threads on the split path). The cache must never serve stale panels:
 after any change of the weights a call gives bitwise what a fresh layer gives."""
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-import fastrnn
 from fastrnn import _core
 from fastrnn.layers import GRU, LSTM
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_bf16 import make_layer, ref_forward  # noqa: E402
+from test_weight_cache import run_fresh_python  # noqa: E402
 
 needs_bf16 = pytest.mark.skipif(
     not _core.bf16_available(),
@@ -215,10 +214,31 @@ def test_split_with_a_smaller_team():
         "                            precision='bfloat16')[0]\n"
         "            assert np.array_equal(out, ref), (cls, nt)\n"
         "print('ok')\n")
-    env = dict(os.environ, OMP_DYNAMIC="true")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastrnn.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(
-        os.pathsep) if p])
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=120, cwd=root)
+    res = run_fresh_python(code, OMP_DYNAMIC="true")
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+@needs_bf16
+def test_python_threads_share_a_layer():
+    """Python threads calling one layer in bf16 at once each use their own cache and
+    workspace: every result equals the single-threaded one."""
+    import threading
+    rng = np.random.default_rng(9)
+    layer = LSTM(32, 128, random_state=6)
+    Xs = [rng.normal(size=(1, 20, 32)).astype(np.float32) for _ in range(4)]
+    refs = [layer.forward(X, precision="bfloat16", n_threads=1) for X in Xs]
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(30):
+                assert _same(layer.forward(Xs[i], precision="bfloat16", n_threads=2), refs[i])
+        except Exception as e:   # noqa: BLE001  (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]

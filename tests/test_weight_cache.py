@@ -215,9 +215,6 @@ def test_unit_split_with_a_smaller_team():
     """OMP_DYNAMIC=true lets OpenMP hand a region fewer threads than asked: the unit
     split then runs several slices per thread (its barrier counts the real team) and must
     neither hang nor change a bit. In a fresh process (the setting is read at start)."""
-    import os
-    import subprocess
-    import sys
     code = (
         "import numpy as np\n"
         "from fastrnn.layers import LSTM, GRU, RNN\n"
@@ -231,11 +228,19 @@ def test_unit_split_with_a_smaller_team():
         "            out = L.forward(X, np.array([30, 11]), n_threads=nt)[0]\n"
         "            assert np.array_equal(out, ref), (cls, nt)\n"
         "print('ok')\n")
-    env = dict(os.environ, OMP_DYNAMIC="true")
-    # the directory of the fastrnn under test (installed or built in place)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastrnn.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(
-        os.pathsep) if p])
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=120, cwd=root)
+    res = run_fresh_python(code, OMP_DYNAMIC="true")
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+def run_fresh_python(code, **env):
+    """Runs code in a new interpreter with these environment variables set, importing
+    the fastrnn under test (installed or built in place)."""
+    import os
+    import subprocess
+    import sys
+    full = dict(os.environ, **env)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastrnn.__file__)))
+    full["PYTHONPATH"] = os.pathsep.join([root] + [p for p in full.get(
+        "PYTHONPATH", "").split(os.pathsep) if p])
+    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True,
+                          text=True, timeout=120, cwd=root)
