@@ -18,7 +18,6 @@ from fastrnn.layers import GRU, LSTM
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_bf16 import make_layer, ref_forward  # noqa: E402
-from test_weight_cache import run_fresh_python  # noqa: E402
 
 needs_bf16 = pytest.mark.skipif(
     not _core.bf16_available(),
@@ -196,49 +195,3 @@ def test_estimator_batch_one_bf16_matches_layer():
     assert not np.array_equal(p32, p_all)
     assert np.abs(p32 - p_all).max() < 0.05
 
-
-@needs_bf16
-def test_split_with_a_smaller_team():
-    """OMP_DYNAMIC=true may hand the region fewer threads than slices: several slices
-    per thread, the barrier counting the real team; no hang, no changed bit."""
-    code = (
-        "import numpy as np\n"
-        "from fastrnn.layers import LSTM, GRU\n"
-        "for cls in (LSTM, GRU):\n"
-        "    L = cls(32, 192, random_state=0)\n"
-        "    X = np.random.default_rng(0).standard_normal((2, 30, 32)).astype(np.float32)\n"
-        "    ref = L.forward(X, np.array([30, 11]), n_threads=1, precision='bfloat16')[0]\n"
-        "    for nt in (2, 3):\n"
-        "        for _ in range(20):\n"
-        "            out = L.forward(X, np.array([30, 11]), n_threads=nt,\n"
-        "                            precision='bfloat16')[0]\n"
-        "            assert np.array_equal(out, ref), (cls, nt)\n"
-        "print('ok')\n")
-    res = run_fresh_python(code, OMP_DYNAMIC="true")
-    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
-
-
-@needs_bf16
-def test_python_threads_share_a_layer():
-    """Python threads calling one layer in bf16 at once each use their own cache and
-    workspace: every result equals the single-threaded one."""
-    import threading
-    rng = np.random.default_rng(9)
-    layer = LSTM(32, 128, random_state=6)
-    Xs = [rng.normal(size=(1, 20, 32)).astype(np.float32) for _ in range(4)]
-    refs = [layer.forward(X, precision="bfloat16", n_threads=1) for X in Xs]
-    errors = []
-
-    def work(i):
-        try:
-            for _ in range(30):
-                assert _same(layer.forward(Xs[i], precision="bfloat16", n_threads=2), refs[i])
-        except Exception as e:   # noqa: BLE001  (reported below)
-            errors.append(e)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]

@@ -168,19 +168,24 @@ def test_batch_one_thread_count_invariance(cls, kw, H):
             _assert_same(got, ref)
 
 
-def test_threads_share_a_layer():
+@pytest.mark.parametrize("cls", [GRU, LSTM], ids=["gru", "lstm"])
+@pytest.mark.parametrize("precision", [
+    "float32", pytest.param("bfloat16", marks=pytest.mark.skipif(
+        not _core.bf16_available(), reason="needs a CPU with AVX512_BF16"))])
+def test_threads_share_a_layer(cls, precision):
     """Python threads calling one layer at once each use their own cache (the caches are
-    written by the calls): every result equals the single-threaded one."""
+    written by the calls), float32 or bf16 (its own cache): every result equals the
+    single-threaded one."""
     rng = np.random.default_rng(8)
-    layer = GRU(32, 128, random_state=5)
+    layer = cls(32, 128, random_state=5)
     Xs = [rng.standard_normal((1, 20, 32)).astype(np.float32) for _ in range(4)]
-    refs = [layer.forward(X, n_threads=1) for X in Xs]
+    refs = [layer.forward(X, n_threads=1, precision=precision) for X in Xs]
     errors = []
 
     def work(i):
         try:
             for _ in range(30):
-                _assert_same(layer.forward(Xs[i], n_threads=2), refs[i])
+                _assert_same(layer.forward(Xs[i], n_threads=2, precision=precision), refs[i])
         except Exception as e:   # noqa: BLE001  (reported below)
             errors.append(e)
 
@@ -211,21 +216,25 @@ def test_weight_cache_checks():
     assert LSTM(4, 64, dtype=np.float64)._weight_cache(0, 0, 4) is None
 
 
-def test_unit_split_with_a_smaller_team():
+@pytest.mark.parametrize("precision", [
+    "float32", pytest.param("bfloat16", marks=pytest.mark.skipif(
+        not _core.bf16_available(), reason="needs a CPU with AVX512_BF16"))])
+def test_unit_split_with_a_smaller_team(precision):
     """OMP_DYNAMIC=true lets OpenMP hand a region fewer threads than asked: the unit
     split then runs several slices per thread (its barrier counts the real team) and must
-    neither hang nor change a bit. In a fresh process (the setting is read at start)."""
+    neither hang nor change a bit, float32 or bf16. In a fresh process (the setting is
+    read at start)."""
     code = (
         "import numpy as np\n"
         "from fastrnn.layers import LSTM, GRU, RNN\n"
-        "from fastrnn import _core\n"
         "for cls in (LSTM, GRU, RNN):\n"
         "    L = cls(32, 192, random_state=0)\n"
         "    X = np.random.default_rng(0).standard_normal((2, 30, 32)).astype(np.float32)\n"
-        "    ref = L.forward(X, np.array([30, 11]), n_threads=1)[0]\n"
+        f"    kw = dict(precision={precision!r})\n"
+        "    ref = L.forward(X, np.array([30, 11]), n_threads=1, **kw)[0]\n"
         "    for nt in (2, 3):\n"
         "        for _ in range(20):\n"
-        "            out = L.forward(X, np.array([30, 11]), n_threads=nt)[0]\n"
+        "            out = L.forward(X, np.array([30, 11]), n_threads=nt, **kw)[0]\n"
         "            assert np.array_equal(out, ref), (cls, nt)\n"
         "print('ok')\n")
     res = run_fresh_python(code, OMP_DYNAMIC="true")
