@@ -16,7 +16,9 @@ each with the pool stopping on (fastrnn as shipped) and off (`_core._set_pool_co
 the behaviour before), and, for comparison, with numpy's thread count set to 1 right
 after the product instead (threads already spinning keep spinning).
 Calls: an LSTM layer forward+backward at the M size (batch 64, 100 steps, 32 inputs,
-128 hidden) and one epoch of LSTMClassifier.fit on 256 sequences of the S size.
+128 hidden), one epoch of LSTMClassifier.fit on 256 sequences of the S size, and (on
+CPUs with AVX512_BF16) the M layer's bf16 inference forward, which calls no BLAS but
+stops idle pools all the same.
 """
 import argparse
 import ctypes
@@ -78,7 +80,12 @@ def main(argv=None):
     def epoch():
         fastrnn.LSTMClassifier(hidden_size=64, max_epochs=1, random_state=0).fit(Xs, ys)
 
+    def bf16():
+        rnn.forward(Xm, precision="bfloat16")
+
     calls = {"layer M fwd+bwd": layer, "fit epoch S": epoch}
+    if _core.bf16_available():   # no BLAS in the call, but the cores are shared
+        calls["layer M bf16 inference"] = bf16
     variants = {   # name: (pool stopping on, numpy product first, numpy threads -> 1)
         "quiet, stopping on": (True, False, False),
         "after np.dot, stopping on": (True, True, False),

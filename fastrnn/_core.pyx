@@ -1372,6 +1372,8 @@ def forward_bf16(str cell, bint reverse, int n_threads, int chunk, out, Py_ssize
     if wcache is not None:
         pwc = _ptr(wcache, 'wcache', cnp.NPY_FLOAT32, fr_bf16_weight_cache_size(&d), True)
     cdef int rc
+    if _blas_active == 0:     # no BLAS here, but idle OpenBLAS pools spin on our cores
+        _stop_idle_pools(False)
     with nogil:
         rc = fr_forward_bf16_avx512bf16(&d, <float*>p.out, <float*>p.h_n, <float*>p.c_n,
                                         <const float*>p.x, p.lengths, <const float*>p.h0,
