@@ -48,10 +48,10 @@ def _split_expected(cell, layer, B, T, nt):
     """Whether a call of this layer (input 32) on B x T takes the split path with nt
     threads: one chunk of samples, enough work per step (src_c/bf16.c
     fr_bsplit_threads)."""
-    from fastrnn.layers import _chunk_size
+    from fastrnn.layers import _BF16_ONE_CHUNK, _chunk_size
     G = {"lstm": 4, "gru": 3}.get(cell, 1)
     H = layer.hidden_size
-    one_chunk = _chunk_size(B, layer._work(B, T)) >= B
+    one_chunk = B < _BF16_ONE_CHUNK or _chunk_size(B, layer._work(B, T)) >= B
     return one_chunk and H % 64 == 0 and G * H * (32 + H) >= 32768 and nt >= 2
 
 
@@ -63,6 +63,9 @@ def test_split_path_against_reference(cell, B, bidirectional, num_layers):
     """Batch 1-3, hidden 128, ragged lengths: the reference within float32 ulps, and the
     one-thread (chunk path) bits on 2 threads, which really work."""
     rng = np.random.default_rng(CELLS.index(cell) * 10 + B)
+    # (longer runs may meet a near-tie in h's rounding to bf16, where the C code's fused
+    # activations and numpy's differ by an ulp and the reference drifts by ~1e-4; the
+    # bits against one thread are checked over 40 steps below)
     H, T = 128 if cell != "rnn_tanh" else 192, 37 if B < 3 else 15
     layer = make_layer(cell, 32, H, num_layers=num_layers, bidirectional=bidirectional,
                        random_state=2)
