@@ -198,3 +198,45 @@ def test_estimator_batch_one_bf16_matches_layer():
     assert not np.array_equal(p32, p_all)
     assert np.abs(p32 - p_all).max() < 0.05
 
+
+
+@needs_bf16
+@pytest.mark.parametrize("cell", CELLS)
+def test_split_core_layouts_states_and_odd_inputs(cell):
+    """The core call itself: time-major and batch-first, both directions, given initial
+    states, an odd input size (a padded pair) and ragged lengths: the split (2 threads,
+    which really work) gives the bits of the chunk path (1 thread)."""
+    rng = np.random.default_rng(CELLS.index(cell))
+    B, T, I = 2, 40, 5
+    H = 128 if cell in ("lstm", "gru") else 192
+    G = {"lstm": 4, "gru": 3}.get(cell, 1)
+    w_ih = rng.uniform(-0.2, 0.2, (G * H, I)).astype(np.float32)
+    w_hh = rng.uniform(-0.2, 0.2, (G * H, H)).astype(np.float32)
+    b_ih, b_hh = (rng.uniform(-0.2, 0.2, G * H).astype(np.float32) for _ in range(2))
+    X = rng.normal(size=(B, T, I)).astype(np.float32)
+    lengths = np.array([T, 17], np.int32)
+    h0 = rng.normal(size=(B, H)).astype(np.float32)
+    c0 = rng.normal(size=(B, H)).astype(np.float32) if cell == "lstm" else None
+    for batch_first in (True, False):
+        x = X if batch_first else np.ascontiguousarray(X.transpose(1, 0, 2))
+        for reverse in (False, True):
+            got = []
+            for nt in (1, 2):
+                out = np.full(x.shape[:2] + (H,), np.nan, np.float32)
+                h_n = np.empty((B, H), np.float32)
+                c_n = np.empty((B, H), np.float32) if cell == "lstm" else None
+                ws = np.empty(_core.bf16_workspace_size(cell, B, T, I, H, reverse, nt, B,
+                                                        batch_first), np.float32)
+                cache = np.zeros(_core.bf16_weight_cache_size(cell, I, H), np.float32)
+                _core.reset_threads_used()
+                for _ in range(2):       # packs into the cache, then finds it there
+                    _core.forward_bf16(cell, reverse, nt, B, out, 0, h_n, c_n, x, lengths,
+                                       h0, c0, w_ih, w_hh, b_ih, b_hh, ws, batch_first,
+                                       wcache=cache)
+                assert _core.threads_used()[1] == nt
+                assert not np.isnan(out).any()
+                got.append((out, h_n, c_n))
+            (o1, h1, c1), (o2, h2, c2) = got
+            assert np.array_equal(o1, o2) and np.array_equal(h1, h2)
+            if cell == "lstm":
+                assert np.array_equal(c1, c2)
