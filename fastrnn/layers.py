@@ -147,12 +147,16 @@ _CACHE_MAX_WEIGHTS = 1 << 20
 
 _WORK_PER_CHUNK = 4e6    # multiply-adds: below this a work item is not worth a thread
 
-# bf16 inference keeps batches below this in one chunk (whatever the thread count), which
-# the core then runs with the hidden units split over the threads: each streams half of
-# W_hh per step. Hidden 128, 100 steps, 2 threads: batch 2 329 -> 206 us (LSTM), 244 ->
-# 186 (GRU); batch 3 388 -> 291, 286 -> 266; batch 4 level, 8 slower. (float32's split
-# was slower than two chunks from batch 2 on.)
-_BF16_ONE_CHUNK = 4
+# Inference keeps batches below this in one chunk (whatever the thread count), which
+# the core then runs with the hidden units split over the threads (where the layer is
+# large enough): each thread streams its share of W_hh per step instead of all of it.
+# Hidden 128, 100 steps, 2 threads, against two chunks: float32 LSTM batch 2 338 -> 249
+# us, batch 3 420 -> 357, GRU 238 -> 187, 313 -> 270, RNN level; bf16 LSTM 329 -> 206,
+# 388 -> 291, GRU 244 -> 186, 286 -> 266; at batch 4 the two were level (bf16) and
+# at 8 the split was slower. Rows do not depend on the chunking, but a layer that
+# splits computes x W_ih^T and h W_hh^T apart on one chunk and (LSTM, RNN) as one
+# product on several: streams, which are one chunk, now match predict up to batch 3.
+_ONE_CHUNK_INFERENCE = 4
 
 
 def _chunk_size(batch, work):
@@ -507,7 +511,7 @@ class _Recurrent:
         B, T, _ = X.shape
         lstm = self._cell == "lstm"
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
-        chunk, S, ws_sizes, suffixes = self._call_plan(B, T, nt)
+        chunk, S, ws_sizes, suffixes = self._call_plan(B, T, nt, training)
         h_n = np.empty((L * D, B, H), dtype=self.dtype)
         c_n = np.empty((L * D, B, H), dtype=self.dtype) if lstm else None
         # everything stays batch-first: the core reads and writes (B, T, .) rows directly
@@ -556,16 +560,19 @@ class _Recurrent:
             self._cache = None
         return inp, ((h_n, c_n) if lstm else h_n)
 
-    def _call_plan(self, B, T, nt):
+    def _call_plan(self, B, T, nt, training):
         """(chunk, store width, and per layer-direction the (forward, backward) workspace
-        sizes and the parameter suffix) for calls on (B, T) with nt threads, kept while
-        the shape and the architecture repeat (a batch-1 call spent microseconds
-        recomputing them; backward reuses forward's)."""
-        key = (B, T, nt, self._core_cell, self.input_size, self.hidden_size,
+        sizes and the parameter suffix) for training or inference calls on (B, T) with nt
+        threads, kept while the shape and the architecture repeat (a batch-1 call spent
+        microseconds recomputing them; backward reuses forward's). Inference keeps a
+        batch under _ONE_CHUNK_INFERENCE in one chunk."""
+        key = (B, T, nt, training, self._core_cell, self.input_size, self.hidden_size,
                self.num_layers, self.num_directions)
         plan = self.__dict__.get("_plan_cache")
         if plan is None or plan[0] != key:
             H, chunk = self.hidden_size, _chunk_size(B, self._work(B, T))
+            if not training and B < _ONE_CHUNK_INFERENCE:
+                chunk = B
             sizes, suffixes = [], []
             for k in range(self.num_layers):
                 for d in range(self.num_directions):
@@ -594,8 +601,6 @@ class _Recurrent:
     def _forward_bf16(self, k, d, nt, chunk, out, h_n, c_n, inp, lengths, h0, c0, params, s):
         B, T, I = inp.shape
         H = self.hidden_size
-        if B < _BF16_ONE_CHUNK:
-            chunk = B
         size = _core.bf16_workspace_size(self._core_cell, B, T, I, H, d == 1, nt, chunk,
                                          True)
         ws = self._ws.get("forward_bf16", size, np.float32)
@@ -743,7 +748,7 @@ class _Recurrent:
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         lstm = self._cell == "lstm"
         state_shape = (L * D, B, H)
-        chunk, _, ws_sizes, suffixes = self._call_plan(B, T, nt)
+        chunk, _, ws_sizes, suffixes = self._call_plan(B, T, nt, True)
         grads = {name: np.zeros(shape, dtype=self.dtype)
                  for name, shape in self._param_shapes_cached().items()}
         dh0 = np.empty(state_shape, dtype=self.dtype)

@@ -48,10 +48,10 @@ def _split_expected(cell, layer, B, T, nt):
     """Whether a call of this layer (input 32) on B x T takes the split path with nt
     threads: one chunk of samples, enough work per step (src_c/bf16.c
     fr_bsplit_threads)."""
-    from fastrnn.layers import _BF16_ONE_CHUNK, _chunk_size
+    from fastrnn.layers import _ONE_CHUNK_INFERENCE, _chunk_size
     G = {"lstm": 4, "gru": 3}.get(cell, 1)
     H = layer.hidden_size
-    one_chunk = B < _BF16_ONE_CHUNK or _chunk_size(B, layer._work(B, T)) >= B
+    one_chunk = B < _ONE_CHUNK_INFERENCE or _chunk_size(B, layer._work(B, T)) >= B
     return one_chunk and H % 64 == 0 and G * H * (32 + H) >= 32768 and nt >= 2
 
 

@@ -51,6 +51,25 @@ def test_layer_stream_equals_forward(cls, kw, I, H, L, B):
         np.testing.assert_array_equal(np.concatenate(parts, axis=1), out)
 
 
+@pytest.mark.parametrize("cls,kw", LAYERS)
+@pytest.mark.parametrize("B", [2, 3])
+def test_layer_stream_equals_forward_of_long_small_batches(cls, kw, B):
+    """Batches of 2 and 3 long sequences: inference keeps them one work item (the unit
+    split), so even the layers that compute x W_ih^T and h W_hh^T apart there (hidden
+    128) stream the bits of forward; forward itself really ran on two threads."""
+    rng = np.random.default_rng(B)
+    layer = cls(32, 128, random_state=3, **kw)
+    X = rng.standard_normal((B, 100, 32)).astype(np.float32)
+    s = layer.stream(B)
+    want = _stepwise(s, X)
+    for nt in (1, 2):
+        _core.reset_threads_used()
+        out, _ = layer.forward(X, n_threads=nt)
+        if _core.avx512_paths():
+            assert _core.threads_used()[1] == nt
+        np.testing.assert_array_equal(want, out)
+
+
 def test_layer_stream_state_in_and_out():
     rng = np.random.default_rng(0)
     layer = LSTM(4, 16, num_layers=2, random_state=0)
