@@ -147,9 +147,11 @@ _CACHE_MAX_WEIGHTS = 1 << 20
 
 _WORK_PER_CHUNK = 4e6    # multiply-adds: below this a work item is not worth a thread
 
-# Inference keeps batches below this in one chunk (whatever the thread count), which
-# the core then runs with the hidden units split over the threads (where the layer is
-# large enough): each thread streams its share of W_hh per step instead of all of it.
+# Inference keeps batches below this in one chunk (whatever the thread count) when the
+# core runs one chunk with the hidden units split over the threads (hidden a multiple of
+# 64 and enough work per step: _SPLIT_MIN_STEP, the C code's FR_SPLIT_MIN_STEP and
+# FR_BSPLIT_MIN_STEP; float32 layers, AVX-512 kernels): each thread streams its share of
+# W_hh per step instead of all of it. (Elsewhere one chunk would be one thread.)
 # Hidden 128, 100 steps, 2 threads, against two chunks: float32 LSTM batch 2 338 -> 249
 # us, batch 3 420 -> 357, GRU 238 -> 187, 313 -> 270, RNN level; bf16 LSTM 329 -> 206,
 # 388 -> 291, GRU 244 -> 186, 286 -> 266; at batch 4 the two were level (bf16) and
@@ -157,6 +159,7 @@ _WORK_PER_CHUNK = 4e6    # multiply-adds: below this a work item is not worth a 
 # splits computes x W_ih^T and h W_hh^T apart on one chunk and (LSTM, RNN) as one
 # product on several: streams, which are one chunk, now match predict up to batch 3.
 _ONE_CHUNK_INFERENCE = 4
+_SPLIT_MIN_STEP = {False: 16384.0, True: 32768.0}    # multiply-adds of a step; key: bf16
 
 
 def _chunk_size(batch, work):
@@ -511,7 +514,8 @@ class _Recurrent:
         B, T, _ = X.shape
         lstm = self._cell == "lstm"
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
-        chunk, S, ws_sizes, suffixes = self._call_plan(B, T, nt, training)
+        mode = "train" if training else ("bf16" if use_bf16 else "infer")
+        chunk, S, ws_sizes, suffixes = self._call_plan(B, T, nt, mode)
         h_n = np.empty((L * D, B, H), dtype=self.dtype)
         c_n = np.empty((L * D, B, H), dtype=self.dtype) if lstm else None
         # everything stays batch-first: the core reads and writes (B, T, .) rows directly
@@ -560,18 +564,19 @@ class _Recurrent:
             self._cache = None
         return inp, ((h_n, c_n) if lstm else h_n)
 
-    def _call_plan(self, B, T, nt, training):
+    def _call_plan(self, B, T, nt, mode):
         """(chunk, store width, and per layer-direction the (forward, backward) workspace
         sizes and the parameter suffix) for training or inference calls on (B, T) with nt
         threads, kept while the shape and the architecture repeat (a batch-1 call spent
-        microseconds recomputing them; backward reuses forward's). Inference keeps a
-        batch under _ONE_CHUNK_INFERENCE in one chunk."""
-        key = (B, T, nt, training, self._core_cell, self.input_size, self.hidden_size,
+        microseconds recomputing them; backward reuses forward's). mode: "train",
+        "infer" or "bf16" (inference may keep a small batch in one chunk:
+        _small_batch_splits)."""
+        key = (B, T, nt, mode, self._core_cell, self.input_size, self.hidden_size,
                self.num_layers, self.num_directions)
         plan = self.__dict__.get("_plan_cache")
         if plan is None or plan[0] != key:
             H, chunk = self.hidden_size, _chunk_size(B, self._work(B, T))
-            if not training and B < _ONE_CHUNK_INFERENCE:
+            if mode != "train" and self._small_batch_splits(B, mode == "bf16"):
                 chunk = B
             sizes, suffixes = [], []
             for k in range(self.num_layers):
@@ -583,6 +588,16 @@ class _Recurrent:
             plan = (key, (chunk, _core.store_width(self._core_cell, H), sizes, suffixes))
             self._plan_cache = plan
         return plan[1]
+
+    def _small_batch_splits(self, B, bf16):
+        """Whether an inference batch of B runs as one chunk split over the threads'
+        hidden units (see _ONE_CHUNK_INFERENCE): every layer must qualify."""
+        if (B >= _ONE_CHUNK_INFERENCE or self.hidden_size % 64 or self.dtype != np.float32
+                or not _core.avx512_paths()):
+            return False
+        G, H = self._gate_count, self.hidden_size
+        return all(G * H * (self._layer_input_size(k) + H) >= _SPLIT_MIN_STEP[bf16]
+                   for k in range(self.num_layers))
 
     def _use_bf16(self, precision, training):
         """Whether this forward call runs the bf16 products (checks `precision`)."""
@@ -748,7 +763,7 @@ class _Recurrent:
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         lstm = self._cell == "lstm"
         state_shape = (L * D, B, H)
-        chunk, _, ws_sizes, suffixes = self._call_plan(B, T, nt, True)
+        chunk, _, ws_sizes, suffixes = self._call_plan(B, T, nt, "train")
         grads = {name: np.zeros(shape, dtype=self.dtype)
                  for name, shape in self._param_shapes_cached().items()}
         dh0 = np.empty(state_shape, dtype=self.dtype)

@@ -48,10 +48,10 @@ def _split_expected(cell, layer, B, T, nt):
     """Whether a call of this layer (input 32) on B x T takes the split path with nt
     threads: one chunk of samples, enough work per step (src_c/bf16.c
     fr_bsplit_threads)."""
-    from fastrnn.layers import _ONE_CHUNK_INFERENCE, _chunk_size
+    from fastrnn.layers import _chunk_size
     G = {"lstm": 4, "gru": 3}.get(cell, 1)
     H = layer.hidden_size
-    one_chunk = B < _ONE_CHUNK_INFERENCE or _chunk_size(B, layer._work(B, T)) >= B
+    one_chunk = layer._small_batch_splits(B, True) or _chunk_size(B, layer._work(B, T)) >= B
     return one_chunk and H % 64 == 0 and G * H * (32 + H) >= 32768 and nt >= 2
 
 
@@ -240,3 +240,25 @@ def test_split_core_layouts_states_and_odd_inputs(cell):
             assert np.array_equal(o1, o2) and np.array_equal(h1, h2)
             if cell == "lstm":
                 assert np.array_equal(c1, c2)
+
+
+@pytest.mark.parametrize("precision", [
+    "float32", pytest.param("bfloat16", marks=needs_bf16)])
+def test_small_batches_that_cannot_split_keep_their_chunks(precision):
+    """Inference keeps a batch of 2-3 in one chunk only where the core splits it over
+    the hidden units; elsewhere (hidden 40; a bf16 RNN of hidden 128, below the bf16
+    split's work per step) the batch stays two chunks on two threads."""
+    rng = np.random.default_rng(4)
+    layers = [LSTM(32, 40, random_state=0)]
+    if precision == "bfloat16":
+        layers.append(make_layer("rnn_tanh", 32, 128, random_state=0))
+    for layer in layers:
+        assert not layer._small_batch_splits(3, precision == "bfloat16")
+        X = rng.normal(size=(3, 1500, 32)).astype(np.float32)
+        ref = layer.forward(X, precision=precision, n_threads=1)
+        _core.reset_threads_used()
+        got = layer.forward(X, precision=precision, n_threads=2)
+        assert _core.threads_used()[1] == 2
+        assert _same(got, ref)
+    if _core.avx512_paths():
+        assert LSTM(32, 128)._small_batch_splits(3, False)
