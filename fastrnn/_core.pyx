@@ -43,6 +43,7 @@ cdef extern from "fastrnn.h" nogil:
                        const float *w_ih, const float *w_hh, const float *b_ih,
                        const float *b_hh, float *ws, fr_sgemm_t gemm)
     size_t fr_weight_cache_size(const fr_dims *d)
+    int fr_splits_as_one_chunk(const fr_dims *d)
     int fr_forward_cached_f32(const fr_dims *d, float *out, float *h_n, float *c_n,
                               const float *x, const int *lengths, const float *h0,
                               const float *c0, const float *w_ih, const float *w_hh,
@@ -292,10 +293,16 @@ cdef int _blas_active = 0
 cdef int _blas_saved = 0
 
 
-cdef int _blas_hold_one() except -1:
-    global _blas_active, _blas_saved
+cdef int _quiet_idle_pools() except -1:
+    """Stops idle OpenBLAS pools unless a hold is active (it stopped them already)."""
     if _blas_active == 0:
         _stop_idle_pools(False)
+    return 0
+
+
+cdef int _blas_hold_one() except -1:
+    global _blas_active, _blas_saved
+    _quiet_idle_pools()
     if _blas_get == NULL:
         return 0
     if _blas_active == 0:
@@ -455,6 +462,15 @@ def workspace_sizes(str cell, int batch, int steps, int input_size, int hidden, 
     cdef fr_dims d = _dims(cell, batch, steps, input_size, hidden, reverse, n_threads, chunk,
                            hidden, batch_first)
     return fr_forward_workspace(&d), fr_backward_workspace(&d)
+
+
+def splits_as_one_chunk(str cell, int input_size, int hidden, bint bf16=False):
+    """Whether inference of one layer-direction, its batch as one chunk, runs with the
+    hidden units split over the threads (given at least 2 threads), in float32 or (bf16)
+    bfloat16: the core's own rule (fr_splits_as_one_chunk, fr_bf16_splits_as_one_chunk);
+    it does not depend on the batch or the steps."""
+    cdef fr_dims d = _dims(cell, 1, 1, input_size, hidden, False, 2, 1, hidden)
+    return bool(fr_bf16_splits_as_one_chunk(&d) if bf16 else fr_splits_as_one_chunk(&d))
 
 
 def weight_cache_size(str cell, int input_size, int hidden):
@@ -1315,6 +1331,7 @@ cdef extern from "bf16.h" nogil:
     int fr_bf16_cpu()
     size_t fr_bf16_workspace(const fr_dims *d)
     size_t fr_bf16_weight_cache_size(const fr_dims *d)
+    int fr_bf16_splits_as_one_chunk(const fr_dims *d)
     int fr_forward_bf16_avx512bf16(const fr_dims *d, float *out, float *h_n, float *c_n,
                                    const float *x, const int *lengths, const float *h0,
                                    const float *c0, const float *w_ih, const float *w_hh,
@@ -1372,8 +1389,7 @@ def forward_bf16(str cell, bint reverse, int n_threads, int chunk, out, Py_ssize
     if wcache is not None:
         pwc = _ptr(wcache, 'wcache', cnp.NPY_FLOAT32, fr_bf16_weight_cache_size(&d), True)
     cdef int rc
-    if _blas_active == 0:     # no BLAS here, but idle OpenBLAS pools spin on our cores
-        _stop_idle_pools(False)
+    _quiet_idle_pools()       # no BLAS here, but idle OpenBLAS pools spin on our cores
     with nogil:
         rc = fr_forward_bf16_avx512bf16(&d, <float*>p.out, <float*>p.h_n, <float*>p.c_n,
                                         <const float*>p.x, p.lengths, <const float*>p.h0,

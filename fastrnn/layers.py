@@ -148,10 +148,9 @@ _CACHE_MAX_WEIGHTS = 1 << 20
 _WORK_PER_CHUNK = 4e6    # multiply-adds: below this a work item is not worth a thread
 
 # Inference keeps batches below this in one chunk (whatever the thread count) when the
-# core runs one chunk with the hidden units split over the threads (hidden a multiple of
-# 64 and enough work per step: _SPLIT_MIN_STEP, the C code's FR_SPLIT_MIN_STEP and
-# FR_BSPLIT_MIN_STEP; float32 layers, AVX-512 kernels): each thread streams its share of
-# W_hh per step instead of all of it. (Elsewhere one chunk would be one thread.)
+# core runs one chunk with the hidden units split over the threads (its rule:
+# _core.splits_as_one_chunk): each thread streams its share of W_hh per step instead of
+# all of it. (Elsewhere one chunk would be one thread.)
 # Hidden 128, 100 steps, 2 threads, against two chunks: float32 LSTM batch 2 338 -> 249
 # us, batch 3 420 -> 357, GRU 238 -> 187, 313 -> 270, RNN level; bf16 LSTM 329 -> 206,
 # 388 -> 291, GRU 244 -> 186, 286 -> 266; at batch 4 the two were level (bf16) and
@@ -159,7 +158,6 @@ _WORK_PER_CHUNK = 4e6    # multiply-adds: below this a work item is not worth a 
 # splits computes x W_ih^T and h W_hh^T apart on one chunk and (LSTM, RNN) as one
 # product on several: streams, which are one chunk, now match predict up to batch 3.
 _ONE_CHUNK_INFERENCE = 4
-_SPLIT_MIN_STEP = {False: 16384.0, True: 32768.0}    # multiply-adds of a step; key: bf16
 
 
 def _chunk_size(batch, work):
@@ -592,11 +590,10 @@ class _Recurrent:
     def _small_batch_splits(self, B, bf16):
         """Whether an inference batch of B runs as one chunk split over the threads'
         hidden units (see _ONE_CHUNK_INFERENCE): every layer must qualify."""
-        if (B >= _ONE_CHUNK_INFERENCE or self.hidden_size % 64 or self.dtype != np.float32
-                or not _core.avx512_paths()):
+        if B >= _ONE_CHUNK_INFERENCE or self.dtype != np.float32:
             return False
-        G, H = self._gate_count, self.hidden_size
-        return all(G * H * (self._layer_input_size(k) + H) >= _SPLIT_MIN_STEP[bf16]
+        return all(_core.splits_as_one_chunk(self._core_cell, self._layer_input_size(k),
+                                             self.hidden_size, bf16)
                    for k in range(self.num_layers))
 
     def _use_bf16(self, precision, training):
@@ -626,10 +623,11 @@ class _Recurrent:
 
     def _weight_cache(self, k, d, input_size, bf16=False):
         """The packed-weight cache of layer k, direction d for this Python thread, of
-        float32 or (bf16) bfloat16 panels; float32 layers only, and only for weights up to _CACHE_MAX_WEIGHTS elements: it holds a
-        copy of them and their packed panels. The core compares the weights with its
-        copy on every call, bit for bit, and repacks what changed: in-place updates, new
-        arrays (set_params, load_state_dict, optimizers) are always seen."""
+        float32 or (bf16) bfloat16 panels; float32 layers only, and only for weights up
+        to _CACHE_MAX_WEIGHTS elements: it holds a copy of them and their packed panels.
+        The core compares the weights with its copy on every call, bit for bit, and
+        repacks what changed: in-place updates, new arrays (set_params,
+        load_state_dict, optimizers) are always seen."""
         if self.dtype != np.float32:
             return None
         key = ("wcache_bf16" if bf16 else "wcache", k, d, self._core_cell, input_size,

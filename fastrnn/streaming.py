@@ -33,8 +33,8 @@ the same head), and the softmax / unscaling are predict's own numpy code. Precis
     predict as x W_ih^T and h W_hh^T apart while its batch is one work item, and as one
     fused product once a batch of B >= 4 long sequences (gates*H*(I+H)*B*T >= 3.2e7
     multiply-adds) is cut into two (batches of 1-3 stay one work item in inference);
-    the stream, which cannot know T, keeps the first grouping. (Predict's own rows then differ in the last bits between a batch of one
-    and a large batch, too.)
+    the stream, which cannot know T, keeps the first grouping. (Predict's own rows then
+    differ in the last bits between a batch of one and a large batch, too.)
   * float64 models, or FASTRNN_PORTABLE=1 / CPUs without AVX-512: the products go
     through BLAS, which picks its kernels by the number of rows; the stream agrees with
     predict to rounding (~1e-7 relative in float32, ~1e-15 in float64), not bitwise.

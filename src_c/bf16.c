@@ -104,17 +104,14 @@ static size_t fr_bper_thread(const fr_dims *d)
 #define FR_BSPLIT_MIN_STEP 32768.0
 static int fr_bsplit_threads(const fr_dims *d)
 {
-#ifndef _OPENMP
-    (void)d;
-    return 0;
-#else
-    if (fr_bnchunks(d) != 1 || d->hidden % 64 != 0) return 0;
-    const double step_work = (double)fr_bgates(d->cell) * d->hidden * (d->input + d->hidden);
-    if (step_work < FR_BSPLIT_MIN_STEP) return 0;
-    int nt = d->n_threads < 1 ? 1 : d->n_threads;
-    while (nt > 1 && d->hidden % (FR_BNR * nt) != 0) nt--;
-    return nt >= 2 ? nt : 0;
-#endif
+    return fr_split_team(d, fr_split_shape(d, fr_bgates(d->cell), fr_bnchunks(d) == 1,
+                                           FR_BSPLIT_MIN_STEP));
+}
+
+int fr_bf16_splits_as_one_chunk(const fr_dims *d)
+{
+    return fr_bf16_ok && fr_avx512 && fr_bdims_ok(d)
+        && fr_split_team(d, fr_split_shape(d, fr_bgates(d->cell), 1, FR_BSPLIT_MIN_STEP)) > 0;
 }
 
 /* floats of one slice's area: xg (K*B, Ip pairs), xp (K*B, GS), a (B, GS), the two bias
@@ -203,6 +200,12 @@ size_t fr_bf16_weight_cache_size(const fr_dims *d)
 }
 
 int fr_bf16_available(void) { return fr_bf16_ok; }
+
+/* the first 64-byte boundary in a buffer (the sizes above leave room for it) */
+static inline float *fr_baligned(float *p)
+{
+    return (float *)(void *)((char *)p + ((64 - ((uintptr_t)p & 63)) & 63));
+}
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(FR_NO_AVX512) \
     && (__GNUC__ >= 10 || defined(__clang__))
@@ -702,11 +705,11 @@ int fr_forward_bf16_avx512bf16(const fr_dims *d, float *out, float *h_n, float *
     const int nchunks = fr_bnchunks(d), nt = fr_bthreads(d);
     const int np = (GH + FR_BNR - 1) / FR_BNR;
     const size_t per = fr_bper_thread(d);
-    float *base = (float *)(void *)((char *)ws + ((64 - ((uintptr_t)ws & 63)) & 63));
+    float *base = fr_baligned(ws);
     float *copy_ih = NULL, *copy_hh = NULL;
     uint32_t *panels = NULL;
     if (cache) {
-        cache = (float *)(void *)((char *)cache + ((64 - ((uintptr_t)cache & 63)) & 63));
+        cache = fr_baligned(cache);
         copy_ih = cache + FR_BWC_KEY;
         copy_hh = copy_ih + fr_bround((size_t)GH * I);
         panels = (uint32_t *)(copy_hh + fr_bround((size_t)GH * H));
@@ -725,9 +728,7 @@ int fr_forward_bf16_avx512bf16(const fr_dims *d, float *out, float *h_n, float *
     int pack = 1;
     if (cache) {
         const int force = fr_wc_claim(cache, FR_BWC_MAGIC, d, FR_BWC_CHUNK, 0, 0);
-        const int changed = fr_wc_sync(copy_ih, w_ih, (size_t)GH * I)
-                          | fr_wc_sync(copy_hh, w_hh, (size_t)GH * H);
-        pack = force || changed;
+        pack = fr_wc_sync_rows(copy_ih, copy_hh, w_ih, w_hh, 0, (size_t)GH, I, H) | force;
         pk_ih = panels;
         pk_hh = pk_ih + fr_bround(fr_bpacked(GH, I));
     }

@@ -3,8 +3,8 @@
    Same call as fr_forward_f32 for inference (no training cache), with the products in
    bfloat16: the weights are rounded to bf16 (round to nearest even) and packed once per
    call (or kept packed in a cache between calls); the inputs x_t and the state h_{t-1}
-   are rounded to bf16 as the left operand of each product; the products run on AVX512_BF16 (vdpbf16ps) into float32
-   accumulators. Everything else stays float32 and is the float32 path's own code: the
+   are rounded to bf16 as the left operand of each product; the products run on
+   AVX512_BF16 (vdpbf16ps) into float32 accumulators. Everything else stays float32 and is the float32 path's own code: the
    bias adds, the gate math (lstm.c, gru.c, rnn.c), the cell state, h itself.
      xp = bf16(x) bf16(W_ih)^T     (a block of steps of a chunk in one product)
      a  = bf16(h) bf16(W_hh)^T     (per step)
@@ -29,6 +29,11 @@
 int fr_bf16_available(void);
 /* 1 when the CPU has AVX512_BF16 and AVX-512F (whatever the environment says) */
 int fr_bf16_cpu(void);
+
+/* 1 when bf16 inference of d, its batch as one chunk, takes the unit-split path (hidden
+   units over the threads) given at least 2 threads (d->n_threads), as
+   fr_splits_as_one_chunk for float32. */
+int fr_bf16_splits_as_one_chunk(const fr_dims *d);
 
 /* Workspace in float elements for fr_forward_bf16_avx512bf16 (0: bad sizes/overflow). */
 size_t fr_bf16_workspace(const fr_dims *d);

@@ -188,6 +188,10 @@ int fr_embedding_backward_f64(int B, int T, int E, int V, int skip_id, const int
    (float32 with the packed kernel, LSTM/RNN, unless the call may take the unit-split
    path, which every cell may); 0 when it computes x_t W_ih^T and h W_hh^T apart. */
 int fr_forward_fuses(const fr_dims *d);
+/* 1 when float32 inference of d, its batch as one chunk, takes the unit-split path
+   (hidden units over the threads) given at least 2 threads (d->n_threads): the layers
+   then keep a small batch in one chunk. */
+int fr_splits_as_one_chunk(const fr_dims *d);
 
 /* ---- Streaming inference (stream.c) ----
    One step (or a few) at a time over a stack of L unidirectional layers of one cell and

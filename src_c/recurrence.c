@@ -123,22 +123,10 @@ static int fr_threads(const fr_dims *d)
 #define FR_SPLIT_MIN_STEP 16384.0
 static int fr_split_candidate(const fr_dims *d)
 {
-    if (fr_nchunks(d) != 1 || d->hidden % 64 != 0) return 0;
-    double step_work = (double)fr_gates(d->cell) * d->hidden * (d->input + d->hidden);
-    return step_work >= FR_SPLIT_MIN_STEP;
+    return fr_split_shape(d, fr_gates(d->cell), fr_nchunks(d) == 1, FR_SPLIT_MIN_STEP);
 }
 /* Threads for the unit-split path (0: not taken) */
-static int fr_split_threads(const fr_dims *d)
-{
-#ifndef _OPENMP
-    (void)d;
-    return 0;
-#endif
-    if (!fr_split_candidate(d)) return 0;
-    int nt = d->n_threads < 1 ? 1 : d->n_threads;
-    while (nt > 1 && d->hidden % (32 * nt) != 0) nt--;
-    return nt >= 2 ? nt : 0;
-}
+static int fr_split_threads(const fr_dims *d) { return fr_split_team(d, fr_split_candidate(d)); }
 /* One product per step, [x_t, h] [W_ih, W_hh]^T, for LSTM and RNN. Not for GRU (its n
    gate needs the two halves apart), and not for split candidates: the split path
    projects the inputs of a block of steps apart from h W_hh^T, and the chunk path then
@@ -315,6 +303,12 @@ size_t fr_backward_workspace(const fr_dims *d)
 int fr_forward_fuses(const fr_dims *d)
 {
     return fr_dims_ok(d) && fr_use_kernel() && fr_fused(d);
+}
+
+int fr_splits_as_one_chunk(const fr_dims *d)
+{
+    return fr_dims_ok(d) && fr_use_kernel()
+        && fr_split_team(d, fr_split_shape(d, fr_gates(d->cell), 1, FR_SPLIT_MIN_STEP)) > 0;
 }
 #endif /* FR_IS_FLOAT */
 
@@ -776,9 +770,8 @@ static int FR(forward_impl)(const fr_dims *d, real *out, real *h_n, real *c_n,
     if (cached) {
         const size_t GH = (size_t)fr_gates(d->cell) * d->hidden;
         const int force = fr_wc_claim(cache, FR_WC_MAGIC, d, FR_WC_CHUNK, 0, fr_fused(d));
-        const int changed = fr_wc_sync(copy_ih, w_ih, GH * (size_t)d->input)
-                          | fr_wc_sync(copy_hh, w_hh, GH * (size_t)d->hidden);
-        pack = force || changed;
+        pack = fr_wc_sync_rows(copy_ih, copy_hh, w_ih, w_hh, 0, GH, d->input, d->hidden)
+             | force;
     }
 #else
     (void)cache;

@@ -9,8 +9,34 @@
 #include "fastrnn.h"
 #include "threads.h"
 
-/* Writes the key (magic: whose cache) of this call's panel layout; 1 when it differs from the one stored
-   (every panel must then be repacked), 0 when it is the same. */
+/* Whether a call may take the unit-split path, whatever the thread count: one chunk of
+   samples (one_chunk), hidden units that split into slices of 32 for at least 2
+   threads, and at least min_step multiply-adds per step (gates * H * (I + H)), so that
+   a barrier per step pays. */
+static inline int fr_split_shape(const fr_dims *d, int gates, int one_chunk, double min_step)
+{
+    if (!one_chunk || d->hidden % 64 != 0) return 0;
+    return (double)gates * d->hidden * (d->input + d->hidden) >= min_step;
+}
+
+/* Threads of the unit-split path for a call whose shape qualifies (0: not taken):
+   d->n_threads, fewer until the hidden units cut into equal slices of 32; at least 2,
+   and only with OpenMP. */
+static inline int fr_split_team(const fr_dims *d, int shape)
+{
+#ifndef _OPENMP
+    (void)d; (void)shape;
+    return 0;
+#else
+    if (!shape) return 0;
+    int nt = d->n_threads < 1 ? 1 : d->n_threads;
+    while (nt > 1 && d->hidden % (32 * nt) != 0) nt--;
+    return nt >= 2 ? nt : 0;
+#endif
+}
+
+/* Writes the key (magic: whose cache) of this call's panel layout; 1 when it differs
+   from the one stored (every panel must then be repacked), 0 when it is the same. */
 static inline int fr_wc_claim(float *key, int magic, const fr_dims *d, int mode, int nt,
                               int fused)
 {
@@ -28,18 +54,24 @@ static inline int fr_wc_sync(float *copy, const float *w, size_t n)
     return 1;
 }
 
-/* The rows of one unit-split slice (units u0 .. u0+hs of each of G gates) of w_ih (I
-   columns) and w_hh (H columns) against the cache's copies: 0 when all equal, else 1
-   after updating every copy (each sync runs, whatever the earlier ones found). */
+/* Rows r0 .. r0+rows of w_ih (I columns) and w_hh (H columns) against the cache's
+   copies: 0 when all equal, else 1 after updating the copies (both syncs run). All the
+   rows (0, G*H): the chunk paths' check; a slice's: below. */
+static inline int fr_wc_sync_rows(float *copy_ih, float *copy_hh, const float *w_ih,
+                                  const float *w_hh, size_t r0, size_t rows, int I, int H)
+{
+    const int ih = fr_wc_sync(copy_ih + r0 * I, w_ih + r0 * I, rows * I);
+    return fr_wc_sync(copy_hh + r0 * H, w_hh + r0 * H, rows * H) | ih;
+}
+
+/* The rows of one unit-split slice (units u0 .. u0+hs of each of G gates), as above */
 static inline int fr_wc_sync_slice(float *copy_ih, float *copy_hh, const float *w_ih,
                                    const float *w_hh, int G, int H, int I, int u0, int hs)
 {
     int changed = 0;
-    for (int g = 0; g < G; g++) {
-        const size_t r0 = (size_t)g * H + u0;
-        changed |= fr_wc_sync(copy_hh + r0 * H, w_hh + r0 * H, (size_t)hs * H);
-        changed |= fr_wc_sync(copy_ih + r0 * I, w_ih + r0 * I, (size_t)hs * I);
-    }
+    for (int g = 0; g < G; g++)
+        changed |= fr_wc_sync_rows(copy_ih, copy_hh, w_ih, w_hh, (size_t)g * H + u0,
+                                   (size_t)hs, I, H);
     return changed;
 }
 

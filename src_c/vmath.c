@@ -212,8 +212,9 @@ fr_keep16(float *p, __mmask16 m, __m512 v, const int nt)
 }
 
 /* four kept values of a row of n units at p, p + n, p + 2n, p + 3n */
-static inline __attribute__((always_inline)) FR_AVX512 void fr_keep4(float *p, int n, __mmask16 m, __m512 v0, __m512 v1,
-                                      __m512 v2, __m512 v3, const int nt)
+static inline __attribute__((always_inline)) FR_AVX512 void
+fr_keep4(float *p, int n, __mmask16 m, __m512 v0, __m512 v1, __m512 v2, __m512 v3,
+         const int nt)
 {
     fr_keep16(p, m, v0, nt);
     fr_keep16(p + n, m, v1, nt);
