@@ -18,30 +18,13 @@ from fastrnn.layers import GRU, LSTM
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_bf16 import make_layer, ref_forward  # noqa: E402
+from test_weight_cache import _differs, _fresh_forward  # noqa: E402
 
 needs_bf16 = pytest.mark.skipif(
     not _core.bf16_available(),
     reason="needs a CPU with AVX512_BF16 (and FASTRNN_NO_BF16 / FASTRNN_PORTABLE unset)")
 
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
-
-
-def _parts(result):
-    out, state = result
-    parts = [] if out is None else [out]
-    return parts + (list(state) if isinstance(state, tuple) else [state])
-
-
-def _same(a, b):
-    return all(np.array_equal(x, y) for x, y in zip(_parts(a), _parts(b)))
-
-
-def _fresh(cell, layer, X, **kw):
-    """The same call on a new layer holding copies of the weights (no cache seen)."""
-    twin = make_layer(cell, layer.input_size, layer.hidden_size,
-                      num_layers=layer.num_layers, bidirectional=layer.bidirectional)
-    twin.params = {k: np.array(v, copy=True) for k, v in layer.params.items()}
-    return twin.forward(X, precision="bfloat16", **kw)
 
 
 def _split_expected(cell, layer, B, T, nt):
@@ -78,7 +61,7 @@ def test_split_path_against_reference(cell, B, bidirectional, num_layers):
         assert _core.threads_used()[1] == 2, _core.threads_used()
     else:
         assert cell == "rnn_relu", "the split path must be reached here"
-    assert _same(one, two)
+    assert not _differs(one, two)
     ref_out, ref_h, ref_c = ref_forward(cell, layer.params, X, lengths, num_layers,
                                         bidirectional)
     out, state = two
@@ -111,10 +94,10 @@ def test_split_thread_count_invariance(cell):
             if _split_expected(cell, layer, 1, 40, nt):
                 want = nt if H % (32 * nt) == 0 else nt - 1
                 assert used == want, (H, nt, used)
-            assert _same(got, ref), (H, nt)
+            assert not _differs(got, ref), (H, nt)
             last = layer.forward(X, precision="bfloat16", n_threads=nt,
                                  return_sequences=False)
-            assert last[0] is None and _same(last, ref_last)
+            assert last[0] is None and not _differs(last, ref_last)
 
 
 @needs_bf16
@@ -128,7 +111,7 @@ def test_cache_sees_every_weight_change(cell, B):
     layer = make_layer(cell, 32, 128, random_state=5)
     X = rng.normal(size=(B, 12, 32)).astype(np.float32)
     first = layer.forward(X, precision="bfloat16", n_threads=2)
-    assert _same(layer.forward(X, precision="bfloat16", n_threads=2), first)
+    assert not _differs(layer.forward(X, precision="bfloat16", n_threads=2), first)
     changes = [
         lambda p: p["weight_hh_l0"].__setitem__((-1, -1), p["weight_hh_l0"][-1, -1] + 0.5),
         lambda p: p["weight_ih_l0"].__setitem__((0, 0), p["weight_ih_l0"][0, 0] - 0.5),
@@ -139,11 +122,11 @@ def test_cache_sees_every_weight_change(cell, B):
     for change in changes:
         change(layer.params)
         got = layer.forward(X, precision="bfloat16", n_threads=2)
-        assert not _same(got, prev)
-        assert _same(got, _fresh(cell, layer, X, n_threads=1))
+        assert _differs(got, prev)
+        assert not _differs(got, _fresh_forward(layer, X, precision="bfloat16", n_threads=1))
         prev = got
     for nt in (1, 3, 2):
-        assert _same(layer.forward(X, precision="bfloat16", n_threads=nt), prev)
+        assert not _differs(layer.forward(X, precision="bfloat16", n_threads=nt), prev)
 
 
 @needs_bf16
@@ -154,10 +137,10 @@ def test_cache_is_separate_from_float32():
     X = np.random.default_rng(0).normal(size=(1, 15, 32)).astype(np.float32)
     f32 = layer.forward(X)
     b16 = layer.forward(X, precision="bfloat16")
-    assert not _same(f32, b16)
+    assert _differs(f32, b16)
     for _ in range(3):
-        assert _same(layer.forward(X), f32)
-        assert _same(layer.forward(X, precision="bfloat16"), b16)
+        assert not _differs(layer.forward(X), f32)
+        assert not _differs(layer.forward(X, precision="bfloat16"), b16)
 
 
 @needs_bf16
@@ -259,6 +242,6 @@ def test_small_batches_that_cannot_split_keep_their_chunks(precision):
         _core.reset_threads_used()
         got = layer.forward(X, precision=precision, n_threads=2)
         assert _core.threads_used()[1] == 2
-        assert _same(got, ref)
+        assert not _differs(got, ref)
     if _core.avx512_paths():
         assert LSTM(32, 128)._small_batch_splits(3, False)
